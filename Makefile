@@ -1,0 +1,43 @@
+# loopml's two commands are `make run` and `make test`; each sets up .venv first (idempotent).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(abspath $(VENV))/bin
+STAMP := $(VENV)/.installed
+DEMO ?= demo
+# The CPU build of PyTorch keeps set-up small; on a GPU machine: make setup TORCH_SPEC=torch
+TORCH_SPEC ?= torch==2.13.0
+PYTEST_ARGS ?= -n 2 --dist loadfile
+
+.PHONY: setup run test lint format bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+# The main job: the bundled digits example, from data to a registered champion.
+run: setup
+	@test -f $(DEMO)/loopml.yaml || $(BIN)/loopml init $(DEMO) --template digits
+	cd $(DEMO) && $(BIN)/loopml run
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+format: setup
+	$(BIN)/ruff check --fix src tests bench
+	$(BIN)/ruff format src tests bench
+
+bench: setup
+	$(BIN)/python bench/rerun.py
+	$(BIN)/python bench/train_overhead.py
+
+clean:
+	rm -rf $(DEMO) .pytest_cache .ruff_cache build src/*.egg-info

@@ -1,0 +1,1 @@
+"""Data: reading tables, digests, schema inference and validation, the train/test split."""

@@ -1,0 +1,225 @@
+"""Schema inference, pinning and validation on pandera.
+
+The first validation infers a schema from the data (dtypes, nullability, observed ranges,
+allowed categories) and pins it as pandera YAML in the project; later runs validate
+against the pinned file, plus the rules written in `loopml.yaml`. A failure lists column,
+check, number of failing rows and a few examples.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from loopml.errors import ConfigError, DataError
+
+MAX_CATEGORIES = 50  # a text column with at most this many values gets an allowed-values check
+EXAMPLES = 3  # failing values shown per check
+
+
+@dataclass
+class Failure:
+    column: str
+    check: str
+    rows: int
+    examples: list[str]
+
+
+@dataclass
+class ValidationReport:
+    rows: int
+    columns: int
+    failures: list[Failure] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def describe(self) -> str:
+        lines = [f"{f.column}: {f.check} failed on {f.rows} row(s), e.g. {', '.join(f.examples)}" for f in self.failures]
+        return "\n  ".join(lines)
+
+
+def infer_schema(frame: pd.DataFrame, target: str):
+    """A pandera schema of what this data looks like now."""
+    import pandera.pandas as pa
+
+    columns = {}
+    for name in frame.columns:
+        series = frame[name]
+        checks = []
+        if pd.api.types.is_bool_dtype(series):
+            pass
+        elif pd.api.types.is_numeric_dtype(series) and series.notna().any():
+            checks.append(pa.Check.in_range(_plain(series.min()), _plain(series.max())))
+        elif series.nunique(dropna=True) <= MAX_CATEGORIES:
+            checks.append(pa.Check.isin(sorted(str(v) for v in series.dropna().unique())))
+        columns[str(name)] = pa.Column(
+            str(series.dtype),
+            checks=checks,
+            nullable=bool(series.isna().any()) and name != target,
+            required=True,
+        )
+    return pa.DataFrameSchema(columns, coerce=False, strict=False)
+
+
+def save_schema(schema, path: Path) -> None:
+    header = (
+        "# Pinned by `loopml validate` from the data it first saw (pandera YAML).\n"
+        "# Edit it to loosen or tighten checks; `loopml validate --repin` infers it again.\n"
+    )
+    path.write_text(header + schema.to_yaml())
+
+
+def load_schema(path: Path):
+    import pandera.pandas as pa
+
+    try:
+        return pa.DataFrameSchema.from_yaml(path.read_text())
+    except Exception as exc:  # pandera raises many types for a malformed file
+        raise ConfigError(
+            f"{path}: not a valid pandera schema ({exc}); fix it or delete it so "
+            "`loopml validate` infers it again"
+        ) from None
+
+
+def rule_checks(rules: dict[str, list[str]]):
+    """Translate the `data.rules` mini-language of loopml.yaml into pandera checks."""
+    import pandera.pandas as pa
+
+    compare = {">=": pa.Check.ge, ">": pa.Check.gt, "<=": pa.Check.le, "<": pa.Check.lt,
+               "==": pa.Check.eq, "!=": pa.Check.ne}  # fmt: skip
+    out: dict[str, list] = {}
+    for column, exprs in rules.items():
+        for expr in exprs:
+            text = expr.strip()
+            if m := re.fullmatch(r"(>=|<=|==|!=|>|<)\s*(\S+)", text):
+                check = compare[m[1]](_number(m[2], column, expr))
+            elif m := re.fullmatch(r"between\s+(\S+)\s+and\s+(\S+)", text):
+                check = pa.Check.in_range(_number(m[1], column, expr), _number(m[2], column, expr))
+            elif m := re.fullmatch(r"in\s*\[(.*)\]", text):
+                values = [v.strip().strip("'\"") for v in m[1].split(",") if v.strip()]
+                check = pa.Check.isin(values + [_maybe_number(v) for v in values])
+            elif m := re.fullmatch(r"matches\s+(.+)", text):
+                check = pa.Check.str_matches(m[1])
+            elif text in ("not null", "unique"):
+                check = text
+            else:
+                raise ConfigError(
+                    f'loopml.yaml: data.rules.{column}: cannot read rule "{expr}"; expected one of '
+                    '">= 0", "between 0 and 16", "in [a, b]", "matches REGEX", "not null", "unique"'
+                )
+            out.setdefault(column, []).append(check)
+    return out
+
+
+def validate_frame(frame: pd.DataFrame, schema, rules: dict[str, list[str]], target: str) -> ValidationReport:
+    """Check `frame` against the pinned schema and the rules; never modifies `frame`."""
+    import pandera.pandas as pa
+
+    report = ValidationReport(rows=len(frame), columns=len(frame.columns))
+    if target not in frame.columns:
+        raise DataError(_missing_column(target, frame, "data.target"))
+    for column in rules:
+        if column not in frame.columns:
+            raise ConfigError(f"loopml.yaml: data.rules: {_missing_column(column, frame, 'the rule')}")
+    columns = dict(schema.columns)
+    for name in list(columns):
+        if name not in frame.columns:
+            report.failures.append(Failure(name, "column present", len(frame), ["(column missing)"]))
+            del columns[name]
+    report.failures.extend(_text_in_numbers(frame, columns))
+    for column, checks in rule_checks(rules).items():
+        col = columns.get(column) or pa.Column(required=True)
+        for check in checks:
+            if check == "not null":
+                col = _with(col, nullable=False)
+            elif check == "unique":
+                col = _with(col, unique=True)
+            else:
+                col = _with(col, checks=[*col.checks, check])
+        columns[column] = col
+    bad_types = {f.column for f in report.failures}
+    checked = {k: v for k, v in columns.items() if k not in bad_types}
+    try:
+        pa.DataFrameSchema(checked, coerce=False).validate(frame, lazy=True)
+    except pa.errors.SchemaErrors as exc:
+        report.failures.extend(_summarize(exc.failure_cases))
+    duplicates = int(frame.duplicated().sum())
+    if duplicates:
+        report.warnings.append(f"{duplicates} duplicated row(s)")
+    return report
+
+
+def _with(column, **changes):
+    spec = column.properties | changes
+    import pandera.pandas as pa
+
+    return pa.Column(**{k: v for k, v in spec.items() if k in _COLUMN_ARGS})
+
+
+_COLUMN_ARGS = ("dtype", "checks", "nullable", "unique", "coerce", "required", "name", "regex",
+                "title", "description", "metadata", "report_duplicates", "default", "drop_invalid_rows",
+                "parsers")  # fmt: skip
+
+
+def _text_in_numbers(frame: pd.DataFrame, columns: dict) -> list[Failure]:
+    """A numeric column that arrived as text: name the rows, not just the dtype."""
+    failures = []
+    for name, column in columns.items():
+        expected = str(column.dtype)
+        series = frame[name]
+        if not re.match(r"(u?int|float)", expected) or pd.api.types.is_numeric_dtype(series):
+            continue
+        as_numbers = pd.to_numeric(series, errors="coerce")
+        bad = series[as_numbers.isna() & series.notna()]
+        examples = [f"row {i}: {v!r}" for i, v in bad.head(EXAMPLES).items()] or [f"dtype {series.dtype}"]
+        failures.append(Failure(name, f"dtype {expected} (numbers)", max(len(bad), 1), examples))
+    return failures
+
+
+def _summarize(cases: pd.DataFrame) -> list[Failure]:
+    failures = []
+    cases = cases.assign(column=cases["column"].fillna("(table)"), check=cases["check"].astype(str))
+    for (column, check), group in cases.groupby(["column", "check"], sort=False):
+        examples = [
+            f"row {idx}: {val!r}" if pd.notna(idx) else repr(val)
+            for idx, val in zip(group["index"].head(EXAMPLES), group["failure_case"].head(EXAMPLES), strict=True)
+        ]
+        failures.append(Failure(str(column), check, len(group), examples))
+    return failures
+
+
+def _missing_column(name: str, frame: pd.DataFrame, what: str) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, [str(c) for c in frame.columns], n=1)
+    hint = f' (did you mean "{close[0]}"?)' if close else ""
+    return f'{what} names column "{name}", which is not in the data{hint}; columns: {_preview(frame.columns)}'
+
+
+def _preview(columns, limit: int = 8) -> str:
+    names = [str(c) for c in columns]
+    return ", ".join(names[:limit]) + (f", ... ({len(names)} in all)" if len(names) > limit else "")
+
+
+def _plain(value):
+    return value.item() if hasattr(value, "item") else value
+
+
+def _number(text: str, column: str, expr: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f'loopml.yaml: data.rules.{column}: "{expr}" needs a number; got "{text}"') from None
+
+
+def _maybe_number(text: str):
+    try:
+        return float(text) if "." in text else int(text)
+    except ValueError:
+        return text

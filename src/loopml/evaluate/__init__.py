@@ -1,0 +1,1 @@
+"""Evaluation: metrics, gates (thresholds and champion comparison), the HTML report."""

@@ -1,0 +1,87 @@
+"""The self-contained HTML evaluation report: plots as inline PNGs, tables, the gate verdicts."""
+
+from __future__ import annotations
+
+import base64
+import io
+from importlib import resources
+from typing import Any
+
+import numpy as np
+
+
+def render(context: dict[str, Any]) -> str:
+    """HTML for one evaluation; `context` holds name, task, metrics, details, gates, champion."""
+    import jinja2
+
+    details = context["details"]
+    plots = {}
+    if "confusion" in details:
+        plots["Confusion matrix"] = _confusion(details["labels"], np.asarray(details["confusion"]))
+    if "roc" in details:
+        plots["ROC curves (one vs rest)"] = _roc(details["roc"])
+    if "residuals" in details:
+        plots["Residuals"] = _residuals(np.asarray(details["y_true"]), np.asarray(details["y_pred"]))
+    template = resources.files("loopml.evaluate").joinpath("report.html.j2").read_text()
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    return env.from_string(template).render(plots=plots, **context)
+
+
+def _figure():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    _figure().close(fig)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _confusion(labels: list[str], matrix: np.ndarray) -> str:
+    plt = _figure()
+    size = max(4.0, 0.45 * len(labels) + 2)
+    fig, ax = plt.subplots(figsize=(size, size * 0.85))
+    image = ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels=labels, rotation=45 if len(labels) > 8 else 0)
+    ax.set_yticks(range(len(labels)), labels=labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    threshold = matrix.max() / 2 if matrix.size else 0
+    for (i, j), value in np.ndenumerate(matrix):
+        ax.text(j, i, str(value), ha="center", va="center", fontsize=8,
+                color="white" if value > threshold else "black")  # fmt: skip
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    return _png(fig)
+
+
+def _roc(curves: list[dict]) -> str:
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    for curve in curves:
+        ax.plot(curve["fpr"], curve["tpr"], lw=1.2, label=curve["label"])
+    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.legend(fontsize=7, ncol=2, loc="lower right")
+    return _png(fig)
+
+
+def _residuals(y_true: np.ndarray, y_pred: np.ndarray) -> str:
+    plt = _figure()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 4))
+    left.scatter(y_pred, y_true - y_pred, s=8, alpha=0.6)
+    left.axhline(0, color="grey", lw=0.8)
+    left.set_xlabel("predicted")
+    left.set_ylabel("residual (true - predicted)")
+    right.scatter(y_true, y_pred, s=8, alpha=0.6)
+    low, high = float(min(y_true.min(), y_pred.min())), float(max(y_true.max(), y_pred.max()))
+    right.plot([low, high], [low, high], ls="--", color="grey", lw=0.8)
+    right.set_xlabel("true")
+    right.set_ylabel("predicted")
+    return _png(fig)

@@ -1,0 +1,306 @@
+"""The only module that imports MLflow: runs, metrics, artifacts, lineage, registry, aliases.
+
+Conventions (DESIGN.md §4): the experiment and the registered model are named after the
+project; alias `champion` serves, `challenger` is the newest model that passed the gates;
+every alias move is recorded on the version as tags (who, when, why, previous champion).
+Models are logged as MLflow pyfunc models wrapping a loopml package, so
+`mlflow.pyfunc.load_model(...)` works for users who never heard of loopml.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import json
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from loopml.errors import RegistryError
+from loopml.project import Project
+
+logger = logging.getLogger(__name__)
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+TAG = "loopml."  # prefix of every tag loopml writes
+
+
+class LoopmlPyfunc(mlflow.pyfunc.PythonModel):
+    """MLflow's view of a loopml package: `predict(DataFrame)` → predictions."""
+
+    def load_context(self, context) -> None:
+        from loopml.train.package import Predictor
+
+        self.predictor = Predictor(context.artifacts["package"])
+
+    def predict(self, context, model_input, params=None):
+        frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+        return self.predictor.predict(frame)
+
+
+def connect(project: Project) -> MlflowClient:
+    """Point MLflow at the project's store and make sure its experiment exists."""
+    os.environ.setdefault("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", "false")
+    mlflow.set_tracking_uri(project.tracking_uri)
+    if project.tracking_uri.startswith("sqlite:///"):
+        project.state.mkdir(parents=True, exist_ok=True)
+    name = project.config.name
+    try:
+        if mlflow.get_experiment_by_name(name) is None:
+            local = project.tracking_uri.startswith("sqlite:") or "://" not in project.tracking_uri
+            mlflow.create_experiment(name, artifact_location=project.artifact_location if local else None)
+        mlflow.set_experiment(name)
+    except MlflowException as exc:
+        raise RegistryError(f"MLflow at {project.tracking_uri} refused: {_short(exc)}") from None
+    return MlflowClient()
+
+
+@contextmanager
+def run(project: Project, run_id: str | None = None, system_metrics: bool = False) -> Iterator[str]:
+    """Start (or continue, given `run_id`) an MLflow run; yields its id."""
+    connect(project)
+    if system_metrics:
+        from mlflow.system_metrics import (
+            set_system_metrics_samples_before_logging,
+            set_system_metrics_sampling_interval,
+        )
+
+        set_system_metrics_sampling_interval(1)  # seconds; short runs still get readings
+        set_system_metrics_samples_before_logging(1)
+    with mlflow.start_run(run_id=run_id, log_system_metrics=system_metrics or None) as active:
+        yield active.info.run_id
+
+
+def log_params(params: dict[str, Any]) -> None:
+    flat = _flatten(params)
+    items = list(flat.items())
+    for i in range(0, len(items), 100):  # MLflow caps a batch at 100 params
+        mlflow.log_params(dict(items[i : i + 100]))
+
+
+def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+
+def set_tags(tags: dict[str, Any]) -> None:
+    mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+
+def log_artifact(path: Path, folder: str | None = None) -> None:
+    mlflow.log_artifact(str(path), artifact_path=folder)
+
+
+def log_dataset(frame: pd.DataFrame, source: str, digest: str, target: str, context: str) -> None:
+    dataset = mlflow.data.from_pandas(frame, source=source, targets=target, name=Path(source).name)
+    mlflow.log_input(dataset, context=context, tags={"loopml.digest": digest})
+
+
+def log_model(package: Path, example: pd.DataFrame, requirements: list[str]) -> str:
+    """Log a loopml package as an MLflow pyfunc model; returns its model URI."""
+    from mlflow.models import infer_signature
+
+    from loopml.train.package import Predictor
+
+    predictions = Predictor(package).predict(example)
+    info = mlflow.pyfunc.log_model(
+        name="model",
+        python_model=LoopmlPyfunc(),
+        artifacts={"package": str(package)},
+        signature=infer_signature(example, predictions),
+        input_example=example.head(2),
+        pip_requirements=requirements,
+    )
+    return info.model_uri
+
+
+def load_predictor(model_uri: str):
+    """The loopml Predictor inside a logged or registered model (`models:/name@alias`, ...)."""
+    try:
+        model = mlflow.pyfunc.load_model(model_uri)
+    except MlflowException as exc:
+        raise RegistryError(f"cannot load {model_uri}: {_short(exc)}") from None
+    return model.unwrap_python_model().predictor
+
+
+# -- registry --------------------------------------------------------------------------
+
+
+def champion(project: Project) -> dict[str, Any] | None:
+    """The current champion version, or None when there is none yet."""
+    return _by_alias(project, CHAMPION)
+
+
+def _by_alias(project: Project, alias: str) -> dict[str, Any] | None:
+    client = connect(project)
+    try:
+        version = client.get_model_version_by_alias(project.config.name, alias)
+    except MlflowException:
+        return None
+    return _describe(version)
+
+
+def register(project: Project, model_uri: str, run_id: str, tags: dict[str, Any],
+             make_champion: bool, reason: str) -> dict[str, Any]:  # fmt: skip
+    """A new registered version with alias `challenger` (and `champion` when `make_champion`)."""
+    connect(project)
+    name = project.config.name
+    version = mlflow.register_model(model_uri, name, tags={k: str(v) for k, v in tags.items()})
+    client = MlflowClient()
+    _move_alias(client, name, CHALLENGER, version.version, reason)
+    if make_champion:
+        _move_alias(client, name, CHAMPION, version.version, reason)
+    return _describe(client.get_model_version(name, version.version))
+
+
+def promote(project: Project, version: str, reason: str, alias: str = CHAMPION) -> dict[str, Any]:
+    client = connect(project)
+    _version(client, project.config.name, version)
+    _move_alias(client, project.config.name, alias, version, reason)
+    return _describe(client.get_model_version(project.config.name, version))
+
+
+def rollback(project: Project, reason: str) -> dict[str, Any]:
+    """Move `champion` back to the version it replaced."""
+    client = connect(project)
+    current = champion(project)
+    if current is None:
+        raise RegistryError(f"{project.config.name} has no champion to roll back")
+    previous = current["tags"].get(TAG + "previous_champion")
+    if not previous:
+        raise RegistryError(
+            f"champion v{current['version']} replaced no earlier champion; nothing to roll back to "
+            "(use `loopml models promote VERSION` to pick one)"
+        )
+    client.set_model_version_tag(project.config.name, current["version"], TAG + "rolled_back", _stamp(reason))
+    _move_alias(client, project.config.name, CHAMPION, previous, f"rollback from v{current['version']}: {reason}",
+                record_previous=False)  # fmt: skip
+    return _describe(client.get_model_version(project.config.name, previous))
+
+
+def list_versions(project: Project) -> list[dict[str, Any]]:
+    client = connect(project)
+    try:
+        versions = client.search_model_versions(f"name='{project.config.name}'")
+    except MlflowException:
+        return []
+    return sorted((_describe(v) for v in versions), key=lambda v: int(v["version"]), reverse=True)
+
+
+def run_metrics(run_id: str) -> dict[str, float]:
+    return dict(MlflowClient().get_run(run_id).data.metrics)
+
+
+def _move_alias(client: MlflowClient, name: str, alias: str, version: str, reason: str,
+                record_previous: bool = True) -> None:  # fmt: skip
+    if alias == CHAMPION and record_previous:
+        try:
+            old = client.get_model_version_by_alias(name, CHAMPION).version
+        except MlflowException:
+            old = None
+        if old and old != str(version):
+            client.set_model_version_tag(name, version, TAG + "previous_champion", old)
+    client.set_registered_model_alias(name, alias, version)
+    client.set_model_version_tag(name, version, f"{TAG}{alias}_by", _stamp(reason))
+    logger.info("%s@%s -> v%s (%s)", name, alias, version, reason)
+
+
+def _version(client: MlflowClient, name: str, version: str):
+    try:
+        return client.get_model_version(name, version)
+    except MlflowException:
+        known = [v["version"] for v in (_describe(m) for m in client.search_model_versions(f"name='{name}'"))]
+        raise RegistryError(f"{name} has no version {version!r}; versions: {', '.join(known) or 'none'}") from None
+
+
+def _describe(version) -> dict[str, Any]:
+    return {
+        "name": version.name,
+        "version": str(version.version),
+        "aliases": list(getattr(version, "aliases", []) or []),
+        "run_id": version.run_id,
+        "source": version.source,
+        "created": dt.datetime.fromtimestamp(version.creation_timestamp / 1000).isoformat(timespec="seconds"),
+        "tags": dict(version.tags or {}),
+    }
+
+
+def _stamp(reason: str) -> str:
+    who = os.environ.get("LOOPML_USER") or getpass.getuser()
+    when = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return json.dumps({"who": who, "when": when, "why": reason})
+
+
+def _flatten(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in params.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _short(exc: Exception) -> str:
+    return str(exc).splitlines()[0][:300]
+
+
+# -- the register stage ----------------------------------------------------------------
+
+
+def register_stage(project: Project) -> dict[str, Any]:
+    """Register the evaluated model if it passed the threshold gates; make it champion if it
+    also beat the champion. A failing model stays a logged run and raises `GateFailed`."""
+    import time
+
+    from loopml.errors import GateFailed
+
+    started = time.perf_counter()
+    trained = project.require_result("train", "register")
+    evaluated = project.require_result("evaluate", "register")
+    failed = [g for g in evaluated["gates"] if not g["passed"]]
+    connect(project)
+    if not evaluated["registrable"]:
+        with run(project, run_id=trained["run_id"]):
+            set_tags({TAG + "registered": False})
+        lines = [f"{g['metric']} {g['rule']} ({g['kind']}): got "
+                 f"{'n/a' if g['value'] is None else format(g['value'], '.4g')} {g['note']}".rstrip()
+                 for g in failed]  # fmt: skip
+        raise GateFailed(
+            f"the model failed {len(failed)} gate(s); it is logged as run {trained['run_id']} but not "
+            "registered:\n  " + "\n  ".join(lines) + f"\nSee {evaluated['report']}; improve the model or "
+            "revisit the gates in loopml.yaml."
+        )
+    metrics = evaluated["metrics"]
+    tags = {
+        TAG + "data_digest": trained["data_digest"],
+        TAG + "git_commit": trained["git_commit"],
+        TAG + "device": trained["device"],
+        TAG + "variant": "base",
+        TAG + "gates": json.dumps(evaluated["gates"]),
+        **{f"{TAG}metric.{k}": round(v, 6) for k, v in metrics.items()},
+    }
+    reason = "passed the gates" + (" and beat the champion" if evaluated["champion"] else ", first champion")
+    make_champion = bool(evaluated["becomes_champion"])
+    if not make_champion:
+        reason = "passed the gates; did not beat the champion"
+    version = register(project, trained["model_uri"], trained["run_id"], tags, make_champion, reason)
+    with run(project, run_id=trained["run_id"]):
+        set_tags({TAG + "registered": True, TAG + "version": version["version"]})
+    result = {
+        "stage": "register",
+        "seconds": round(time.perf_counter() - started, 3),
+        "figure": f"{project.config.name} v{version['version']} @ {', '.join(version['aliases'])}",
+        "version": version["version"],
+        "aliases": version["aliases"],
+        "champion": make_champion,
+    }
+    project.write_result("register", result)
+    return result

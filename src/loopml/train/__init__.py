@@ -1,0 +1,1 @@
+"""Training: device and precision choice, the PyTorch loop, estimators, the packaged model."""
