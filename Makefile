@@ -25,6 +25,7 @@ run: setup
 	cd $(DEMO) && $(BIN)/loopml run
 
 test: setup
+	$(BIN)/ruff check src tests bench
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: setup

@@ -162,10 +162,7 @@ def load_config(path: Path, environ: dict[str, str] | None = None) -> Config:
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise ConfigError(
-            f"{path}: no such file; run `loopml init DIR` to create a project, "
-            f"or cd into one"
-        ) from None
+        raise ConfigError(f"{path}: no such file; run `loopml init DIR` to create a project, or cd into one") from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -198,7 +195,15 @@ def _apply_env_overrides(raw: dict[str, Any], environ: dict[str, str]) -> None:
             node = node.setdefault(key, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"{name}: {'.'.join(keys[:-1])} is not a section; cannot override it")
-        node[keys[-1]] = yaml.safe_load(value) if value.strip() else value
+        node[keys[-1]] = _parse_env_value(value)
+
+
+def _parse_env_value(value: str) -> Any:
+    """YAML typing (`3` is an int, `[a, b]` a list); text YAML cannot read stays text (`>= 0.9`)."""
+    try:
+        return yaml.safe_load(value) if value.strip() else value
+    except yaml.YAMLError:
+        return value
 
 
 def _refuse_secrets(raw: Any, path: Path, prefix: str = "") -> None:

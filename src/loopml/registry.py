@@ -14,6 +14,7 @@ import getpass
 import json
 import logging
 import os
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -110,6 +111,8 @@ def log_model(package: Path, example: pd.DataFrame, requirements: list[str]) -> 
     from loopml.train.package import Predictor
 
     predictions = Predictor(package).predict(example)
+    # MLflow nags about type hints on predict(); the explicit signature below does that job.
+    warnings.filterwarnings("ignore", message="Add type hints to the `predict` method")
     info = mlflow.pyfunc.log_model(
         name="model",
         python_model=LoopmlPyfunc(),
@@ -187,11 +190,18 @@ def rollback(project: Project, reason: str) -> dict[str, Any]:
 
 def list_versions(project: Project) -> list[dict[str, Any]]:
     client = connect(project)
+    name = project.config.name
     try:
-        versions = client.search_model_versions(f"name='{project.config.name}'")
+        versions = client.search_model_versions(f"name='{name}'")
+        aliases = client.get_registered_model(name).aliases  # search results leave aliases out
     except MlflowException:
         return []
-    return sorted((_describe(v) for v in versions), key=lambda v: int(v["version"]), reverse=True)
+    described = []
+    for version in versions:
+        info = _describe(version)
+        info["aliases"] = sorted(a for a, v in aliases.items() if str(v) == info["version"])
+        described.append(info)
+    return sorted(described, key=lambda v: int(v["version"]), reverse=True)
 
 
 def run_metrics(run_id: str) -> dict[str, float]:

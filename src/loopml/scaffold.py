@@ -73,7 +73,10 @@ def _dvc_init(target: Path) -> None:
     top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=target, capture_output=True, text=True)
     subdir = ["--subdir"] if Path(top.stdout.strip()).resolve() != target else []
     env = tool_env()
-    for cmd in (["init", "-q", *subdir], ["config", "core.analytics", "false"]):
+    # analytics off: no network calls; autostage: DVC `git add`s what it changes, no reminders
+    for cmd in (["init", "-q", *subdir], ["config", "core.analytics", "false"], ["config", "core.autostage", "true"]):
         done = subprocess.run([sys.executable, "-m", "dvc", *cmd], cwd=target, env=env, capture_output=True, text=True)
         if done.returncode != 0:
-            raise PipelineError(f"`dvc {' '.join(cmd)}` failed in {target}: {done.stderr.strip() or done.stdout.strip()}")
+            raise PipelineError(
+                f"`dvc {' '.join(cmd)}` failed in {target}: {done.stderr.strip() or done.stdout.strip()}"
+            )

@@ -4,6 +4,7 @@ so `loopml --help` stays fast and works where torch or MLflow is broken."""
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import typer
@@ -35,6 +36,8 @@ def main(
 ) -> None:
     global _verbose
     _verbose = verbose
+    # MLflow configures its own loggers on import; this is the knob it reads.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
     from rich.logging import RichHandler
 
     logging.basicConfig(
@@ -68,9 +71,9 @@ def run() -> None:
             import traceback
 
             traceback.print_exc()
-        from loopml.cli.output import err
-
         from rich.text import Text
+
+        from loopml.cli.output import err
 
         err.print(Text.assemble(("error: ", "bold red"), str(exc)), highlight=False, soft_wrap=True)
         sys.exit(1)

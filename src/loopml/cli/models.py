@@ -33,7 +33,16 @@ def list_versions(json_out: bool = JSON) -> None:
         shown = ", ".join(f"{k} {metrics[k]:.4f}" for k in ("accuracy", "rmse", "r2") if k in metrics)
         moved = v["tags"].get("loopml.champion_by") or v["tags"].get("loopml.challenger_by")
         note = json.loads(moved)["why"] if moved else ""
-        rows.append([v["version"], ", ".join(v["aliases"]), shown, v["created"], v["tags"].get("loopml.data_digest", "")[:10], note])
+        rows.append(
+            [
+                v["version"],
+                ", ".join(v["aliases"]),
+                shown,
+                v["created"],
+                v["tags"].get("loopml.data_digest", "")[:10],
+                note,
+            ]
+        )
     table(versions[0]["name"], ["version", "aliases", "metrics", "created", "data", "last alias move"], rows)
 
 

@@ -46,9 +46,7 @@ def read_table(path: str | Path, columns: list[str] | None = None) -> pd.DataFra
             frame = pd.read_csv(path, sep="\t" if fmt == "tsv" else ",", usecols=columns)
     except (OSError, ValueError, ImportError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DataError(
-            f"{path}: cannot read it as {fmt} ({reason}); is the file complete and really {fmt}?"
-        ) from None
+        raise DataError(f"{path}: cannot read it as {fmt} ({reason}); is the file complete and really {fmt}?") from None
     if frame.empty:
         raise DataError(f"{path}: the dataset is empty ({len(frame.columns)} columns, 0 rows)")
     return frame

@@ -40,7 +40,9 @@ class ValidationReport:
         return not self.failures
 
     def describe(self) -> str:
-        lines = [f"{f.column}: {f.check} failed on {f.rows} row(s), e.g. {', '.join(f.examples)}" for f in self.failures]
+        lines = [
+            f"{f.column}: {f.check} failed on {f.rows} row(s), e.g. {', '.join(f.examples)}" for f in self.failures
+        ]
         return "\n  ".join(lines)
 
 
@@ -82,8 +84,7 @@ def load_schema(path: Path):
         return pa.DataFrameSchema.from_yaml(path.read_text())
     except Exception as exc:  # pandera raises many types for a malformed file
         raise ConfigError(
-            f"{path}: not a valid pandera schema ({exc}); fix it or delete it so "
-            "`loopml validate` infers it again"
+            f"{path}: not a valid pandera schema ({exc}); fix it or delete it so `loopml validate` infers it again"
         ) from None
 
 

@@ -38,9 +38,7 @@ def quality(task: str, y_true, y_pred, proba: np.ndarray | None, classes: list |
         "labels": [str(c) for c in labels],
         "confusion": m.confusion_matrix(y_true, y_pred, labels=labels).tolist(),
     }
-    precision, recall, f1, support = m.precision_recall_fscore_support(
-        y_true, y_pred, labels=labels, zero_division=0
-    )
+    precision, recall, f1, support = m.precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     details["per_class"] = [
         {"label": str(c), "precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
         for c, p, r, f, s in zip(labels, precision, recall, f1, support, strict=True)

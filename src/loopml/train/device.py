@@ -28,7 +28,7 @@ def choose_device(requested: str):
     if requested.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(
             f'train.device is "{requested}" but torch sees no CUDA device; run `loopml doctor` '
-            'to see why, or set train.device: auto'
+            "to see why, or set train.device: auto"
         )
     if requested.startswith("cuda:") and int(requested[5:]) >= torch.cuda.device_count():
         raise ConfigError(f'train.device is "{requested}" but only {torch.cuda.device_count()} GPU(s) exist')

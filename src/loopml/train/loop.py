@@ -77,8 +77,7 @@ def fit(model, X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarray, y_va
         state = torch.load(settings.checkpoint, map_location=device, weights_only=False)
         if state["fingerprint"] != settings.fingerprint:
             raise ModelError(
-                f"{settings.checkpoint} was written for other settings or data; "
-                "run without --resume to start over"
+                f"{settings.checkpoint} was written for other settings or data; run without --resume to start over"
             )
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
