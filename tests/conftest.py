@@ -17,11 +17,14 @@ import pytest
 
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[1]
+# Latency gates are wall-clock assertions in disguise; tests relax them (this machine is noisy).
+NO_WALL_CLOCK_GATE = {"LOOPML_GATES__LATENCY_P95_MS": "<= 10000"}
 # Small, fast settings for tests that need a trained model but not a great one.
 FAST = {
     "LOOPML_TRAIN__EPOCHS": "3",
     "LOOPML_MODEL__PARAMS__CHANNELS": "8",
     "LOOPML_GATES__ACCURACY": ">= 0.5",
+    **NO_WALL_CLOCK_GATE,
 }
 
 

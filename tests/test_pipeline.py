@@ -78,6 +78,11 @@ def test_failing_gates_block_registration(digits_copy):
     proc = loopml("register", cwd=digits_copy, env=strict, check=False)
     assert proc.returncode == 1 and "failed 1 gate(s)" in proc.stderr and "accuracy >= 0.9999" in proc.stderr
     assert [v["version"] for v in loopml_json("models", "list", cwd=digits_copy)] == ["1"]
+    piped = loopml("run", "--force", "--json", cwd=digits_copy, env=strict, check=False)
+    assert piped.returncode == 1 and "stopped at stage 'register'" in piped.stderr
+    statuses = {s["name"]: s["status"] for s in json.loads(piped.stdout)["stages"]}
+    assert statuses == {"prepare": "ran", "validate": "ran", "train": "ran", "evaluate": "ran", "register": "failed"}
+    assert [v["version"] for v in loopml_json("models", "list", cwd=digits_copy)] == ["1"]
 
 
 def test_new_champion_promote_and_rollback_record_who_and_why(digits_copy):

@@ -63,6 +63,7 @@ def repro(project: Project, force: bool = False, resume: bool = False,
     env = tool_env({"LOOPML_RESUME": "1"} if resume else None)
     status: dict[str, str] = {}
     started: dict[str, float] = {}
+    started_wall: dict[str, float] = {}
     seconds: dict[str, float] = {}
     current = None
     try:
@@ -80,17 +81,33 @@ def repro(project: Project, force: bool = False, resume: bool = False,
                 if m:
                     current = m[1]
                     status[current], started[current] = "ran", now
+                    started_wall[current] = time.time()
                 else:
                     status[c[1]] = "cached"
             echo(line)
         code = proc.wait()
     if current:
         seconds[current] = time.perf_counter() - started[current]
-        if code != 0:
-            status[current] = "failed"
+    if code != 0:
+        _blame(project, names, status, current, started_wall)
     runs = []
     for name in names:
         result = project.read_result(name) if status.get(name) in ("ran", "cached") else None
         runs.append(StageRun(name, status.get(name, "not run"), seconds.get(name),
                              (result or {}).get("figure", "")))  # fmt: skip
     return runs, code
+
+
+def _blame(project: Project, names: list[str], status: dict[str, str], current: str | None,
+           started_wall: dict[str, float]) -> None:  # fmt: skip
+    """Mark the stage that failed. DVC can fail between stages (say, checking the next stage's
+    params) after the last one it ran succeeded: a result written since that stage started
+    means it finished, so the blame goes to the next stage."""
+    result = project.result_path(current) if current else None
+    finished = result is not None and result.is_file() and result.stat().st_mtime >= started_wall[current]
+    if current and not finished:
+        status[current] = "failed"
+        return
+    pending = [n for n in names if n not in status]
+    if pending:
+        status[pending[0]] = "failed"

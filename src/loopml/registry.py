@@ -29,6 +29,10 @@ from loopml.errors import RegistryError
 from loopml.project import Project
 
 logger = logging.getLogger(__name__)
+# MLflow's advice (type hints on predict, integer columns, ambiguous dataset sources) is for
+# people writing pyfunc models by hand; loopml passes explicit signatures and sources.
+warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow\.")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 TAG = "loopml."  # prefix of every tag loopml writes
@@ -111,8 +115,6 @@ def log_model(package: Path, example: pd.DataFrame, requirements: list[str]) -> 
     from loopml.train.package import Predictor
 
     predictions = Predictor(package).predict(example)
-    # MLflow nags about type hints on predict(); the explicit signature below does that job.
-    warnings.filterwarnings("ignore", message="Add type hints to the `predict` method")
     info = mlflow.pyfunc.log_model(
         name="model",
         python_model=LoopmlPyfunc(),

@@ -37,7 +37,7 @@ def main(
     global _verbose
     _verbose = verbose
     # MLflow configures its own loggers on import; this is the knob it reads.
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "INFO" if verbose else "ERROR")
     from rich.logging import RichHandler
 
     logging.basicConfig(

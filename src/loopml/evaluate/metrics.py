@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -60,17 +61,37 @@ def quality(task: str, y_true, y_pred, proba: np.ndarray | None, classes: list |
 
 
 def latency_ms(predict, frame: pd.DataFrame, rows: int = LATENCY_ROWS) -> dict[str, float]:
-    """p50/p95 wall time of predicting one row at a time, in milliseconds."""
+    """p50/p95 wall time of predicting one row at a time, in milliseconds.
+
+    Timed on one intra-op thread, as a server runs single rows: more threads only add
+    scheduling jitter to a one-row forward pass (and fight other processes for cores).
+    """
     singles = [frame.iloc[[i % len(frame)]] for i in range(rows)]
-    for single in singles[:10]:
-        predict(single)
     times = np.empty(rows)
-    for i, single in enumerate(singles):
-        start = time.perf_counter()
-        predict(single)
-        times[i] = time.perf_counter() - start
+    with _one_thread():
+        for single in singles[:10]:
+            predict(single)
+        for i, single in enumerate(singles):
+            start = time.perf_counter()
+            predict(single)
+            times[i] = time.perf_counter() - start
     return {"latency_p50_ms": float(np.percentile(times, 50) * 1e3),
             "latency_p95_ms": float(np.percentile(times, 95) * 1e3)}  # fmt: skip
+
+
+@contextmanager
+def _one_thread():
+    try:
+        import torch
+    except ImportError:  # a scikit-learn-only environment
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _floats(scores: dict) -> dict[str, float]:
