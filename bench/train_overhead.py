@@ -78,8 +78,10 @@ def main() -> None:
     parser.add_argument("--features", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: least noise)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     X, y = make_data(args.rows, args.features, 10)
     split = int(len(X) * 0.9)  # loopml holds out 10% for early stopping; both train on the same 90%
     X, Xv, y, yv = X[:split], X[split:], y[:split], y[split:]

@@ -9,6 +9,7 @@ shuffling generator and the global RNG, the early-stopping state and the metric 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -91,10 +92,24 @@ def fit(model, X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarray, y_va
         best_state, history = state["best_state"], state["history"]
         logger.info("resuming from epoch %d of %d", start_epoch, settings.epochs)
 
+    # Per-batch costs matter at small batches: no autocast context or grad scaler unless used.
+    def autocast():
+        return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
     def forward_loss(xb, yb):
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        with autocast():
             out = model(xb)
             return loss_fn(out if classification else out.reshape(-1), yb), out
+
+    def step(loss):
+        optimizer.zero_grad(set_to_none=True)
+        if scaler.is_enabled():
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
 
     progress = _progress(show_progress)
     steps = math.ceil(n / bs)
@@ -110,11 +125,8 @@ def fit(model, X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarray, y_va
             for i in range(0, n, bs):
                 idx = perm[i : i + bs]
                 loss, _ = forward_loss(xt[idx], yt[idx])
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                total += loss.detach() * len(idx)
+                step(loss)
+                total.add_(loss.detach(), alpha=len(idx))
                 progress.advance(task_id)
             trained_samples += n
             metrics = {"train_loss": total.item() / n, **_evaluate(model, forward_loss, xv, yv, classification)}
