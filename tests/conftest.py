@@ -50,6 +50,14 @@ def loopml_json(*args: str, cwd: Path, env: dict[str, str] | None = None):
     return json.loads(loopml(*args, "--json", cwd=cwd, env=env).stdout)
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def prepare(project: Path) -> None:
     subprocess.run([sys.executable, "prepare.py"], cwd=project, check=True, capture_output=True)
 

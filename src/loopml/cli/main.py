@@ -10,7 +10,7 @@ import sys
 import typer
 
 from loopml import __version__
-from loopml.cli import models, project, stages
+from loopml.cli import doctor, gpu, models, project, stages
 
 app = typer.Typer(
     name="loopml",
@@ -57,7 +57,9 @@ def _stderr():
 
 project.register(app)
 stages.register(app)
+doctor.register(app)
 app.add_typer(models.app, name="models")
+app.add_typer(gpu.app, name="gpu")
 
 
 def run() -> None:

@@ -72,6 +72,7 @@ def _train_torch(project: Project, data: Dataset, fingerprint: str, checkpoint, 
     from sklearn.model_selection import train_test_split
 
     from loopml import registry
+    from loopml.system.exporter import readings_for_mlflow
     from loopml.train.device import auto_batch_size, choose_device, choose_precision, seed_everything
     from loopml.train.factory import call_factory, load_factory
     from loopml.train.loop import LoopSettings, fit
@@ -126,8 +127,13 @@ def _train_torch(project: Project, data: Dataset, fingerprint: str, checkpoint, 
         weight_decay=cfg.train.weight_decay, patience=cfg.train.patience, seed=cfg.train.seed,
         device=device, autocast_dtype=dtype, checkpoint=checkpoint, resume=resume, fingerprint=fingerprint,
     )  # fmt: skip
-    result = fit(model, X_fit, y_fit, X_val, y_val, cfg.task, settings,
-                 on_epoch=lambda step, metrics: registry.log_metrics(metrics, step=step),
+
+    def on_epoch(step: int, metrics: dict) -> None:
+        # On a GPU, each epoch also records the DCGM-named readings `loopml gpu export` serves.
+        gpu = readings_for_mlflow() if device.type == "cuda" else {}
+        registry.log_metrics({**metrics, **gpu}, step=step)
+
+    result = fit(model, X_fit, y_fit, X_val, y_val, cfg.task, settings, on_epoch=on_epoch,
                  show_progress=show_progress)  # fmt: skip
     registry.log_metrics({"samples_per_s": result.samples_per_s, "best_epoch": result.best_epoch})
     save_package(
