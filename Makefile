@@ -8,7 +8,7 @@ DEMO ?= demo
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?= -n 2 --dist loadfile
 
-.PHONY: setup run test lint format bench clean
+.PHONY: setup run test lint format bench clean env-cpu env-cuda mlflow-ui
 
 setup: $(STAMP)
 
@@ -39,6 +39,19 @@ format: setup
 bench: setup
 	$(BIN)/python bench/rerun.py
 	$(BIN)/python bench/train_overhead.py
+
+# Environments. CPU: the default .venv. CUDA: a separate .venv-cuda with PyTorch's CUDA build,
+# ending with the check that matters. MLflow UI: the demo project's store on 127.0.0.1:5000.
+env-cpu: setup
+	$(BIN)/loopml doctor
+
+env-cuda:
+	$(MAKE) setup VENV=.venv-cuda TORCH_SPEC=torch
+	.venv-cuda/bin/loopml doctor --deep
+	.venv-cuda/bin/python -c "import torch; ok = torch.cuda.is_available(); print('torch', torch.__version__, 'CUDA', torch.version.cuda, 'is_available:', ok); raise SystemExit(0 if ok else 1)"
+
+mlflow-ui: setup
+	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///$(abspath $(DEMO))/.loopml/mlflow.db
 
 clean:
 	rm -rf $(DEMO) .pytest_cache .ruff_cache build src/*.egg-info

@@ -10,7 +10,7 @@ import sys
 import typer
 
 from loopml import __version__
-from loopml.cli import doctor, gpu, models, project, stages
+from loopml.cli import deploy, doctor, gpu, models, project, stages
 
 app = typer.Typer(
     name="loopml",
@@ -60,6 +60,7 @@ stages.register(app)
 doctor.register(app)
 app.add_typer(models.app, name="models")
 app.add_typer(gpu.app, name="gpu")
+app.add_typer(deploy.app, name="deploy")
 
 
 def run() -> None:

@@ -1,0 +1,1 @@
+"""Deployment recipes rendered from Jinja2 templates (Dockerfiles, compose files, ...)."""
