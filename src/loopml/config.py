@@ -134,6 +134,19 @@ class GatesConfig(Section):
         return gates
 
 
+class ServeConfig(Section):
+    host: str = "127.0.0.1"  # loopback unless told otherwise: exposing a model is a decision
+    port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(1, ge=1)  # uvicorn worker processes, each with its own model copy
+    max_batch_size: int = Field(64, ge=1)  # rows per model call; a request's own rows count
+    max_delay_ms: float = Field(2.0, ge=0)  # a batch leaves this long after its first request
+    max_queue: int = Field(4096, ge=1)  # queued rows before 503 + Retry-After
+    timeout_ms: float = Field(10_000, gt=0)  # a request still unanswered then gets 504
+    max_body_mb: float = Field(16, gt=0)  # larger bodies get 413
+    nan_policy: Literal["reject", "allow"] = "reject"  # reject: NaN/inf input is a 400
+    registry_poll_s: float = Field(30, ge=0)  # how often to look for a new champion; 0 disables
+
+
 class Config(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # the registered model's name
     task: Literal["classification", "regression"]
@@ -141,6 +154,7 @@ class Config(Section):
     model: ModelConfig
     train: TrainConfig = TrainConfig()
     gates: GatesConfig = GatesConfig()
+    serve: ServeConfig = ServeConfig()
 
     @model_validator(mode="after")
     def _gate_metrics_exist(self) -> Config:

@@ -126,8 +126,10 @@ def log_model(package: Path, example: pd.DataFrame, requirements: list[str]) -> 
     return info.model_uri
 
 
-def load_predictor(model_uri: str):
+def load_predictor(model_uri: str, tracking_uri: str | None = None):
     """The loopml Predictor inside a logged or registered model (`models:/name@alias`, ...)."""
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
     try:
         model = mlflow.pyfunc.load_model(model_uri)
     except MlflowException as exc:
@@ -136,6 +138,22 @@ def load_predictor(model_uri: str):
 
 
 # -- registry --------------------------------------------------------------------------
+
+
+def resolve_version(model_uri: str, tracking_uri: str | None = None) -> str:
+    """The version number behind `models:/name@alias` or `models:/name/N`."""
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    spec = model_uri.removeprefix("models:/")
+    client = MlflowClient()
+    try:
+        if "@" in spec:
+            name, alias = spec.split("@", 1)
+            return str(client.get_model_version_by_alias(name, alias).version)
+        name, _, version = spec.partition("/")
+        return str(client.get_model_version(name, version).version)
+    except MlflowException as exc:
+        raise RegistryError(f"cannot resolve {model_uri}: {_short(exc)}") from None
 
 
 def champion(project: Project) -> dict[str, Any] | None:

@@ -140,6 +140,7 @@ def _train_torch(project: Project, data: Dataset, fingerprint: str, checkpoint, 
         project.model_dir,
         {
             "kind": "torch", "task": cfg.task, "features": data.features, "target": cfg.data.target,
+            "feature_dtypes": {c: str(t) for c, t in data.X_train.dtypes.items()},
             "classes": data.classes, "factory": cfg.model.factory, "factory_kwargs": factory_kwargs,
             "feature_scale": feature_scale, "target_scale": target_scale,
             "precision": str(dtype).removeprefix("torch.") if dtype else "fp32",
@@ -186,6 +187,7 @@ def _train_sklearn(project: Project, data: Dataset) -> tuple[dict[str, Any], str
     save_package(
         project.model_dir,
         {"kind": "sklearn", "task": cfg.task, "features": data.features, "target": cfg.data.target,
+         "feature_dtypes": {c: str(t) for c, t in data.X_train.dtypes.items()},
          "classes": data.classes, "estimator": cfg.model.estimator or cfg.model.factory, "trained_on": "cpu"},
         model=estimator,
         extra_files={"schema.yaml": project.schema_path},

@@ -1,0 +1,86 @@
+"""`loopml serve` and `loopml predict`: the champion over HTTP, or over a file."""
+
+from __future__ import annotations
+
+import typer
+
+from loopml.cli.output import console, emit_json, err
+
+MODEL_HELP = "NAME@ALIAS, models:/NAME/VERSION, or a model package folder (default: the project's champion)."
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)
+    app.command("predict")(predict)
+
+
+def serve(
+    model: str = typer.Option(None, "--model", "-m", help=MODEL_HELP),
+    host: str = typer.Option(None, "--host", help="Address to bind (default 127.0.0.1: loopback only)."),
+    port: int = typer.Option(None, "--port", "-p", help="Port (default 8000)."),
+    workers: int = typer.Option(None, "--workers", help="Worker processes, each with its own model copy."),
+    canary: str = typer.Option(
+        None, "--canary", help='Send a share of traffic to another alias, e.g. "challenger:10".'
+    ),
+    max_batch_size: int = typer.Option(None, "--max-batch-size", help="Rows per model call (dynamic batching)."),
+    max_delay_ms: float = typer.Option(None, "--max-delay-ms", help="How long a batch waits for more requests."),
+    access_log: bool = typer.Option(True, "--access-log/--no-access-log", help="JSON access lines on stderr."),
+) -> None:
+    """Serve a model over the Open Inference Protocol (KServe V2 / Triton: tritonclient works) and
+    MLflow's /invocations, with dynamic batching, canary routing, hot reload and /metrics.
+
+    Admin endpoints (POST /admin/reload, /admin/traffic) need LOOPML_ADMIN_TOKEN; set
+    LOOPML_API_KEYS (comma-separated) to require a key for inference. Ctrl-C drains and stops.
+    """
+    from loopml.serve.server import resolve, run
+
+    project = _project_or_none()
+    overrides = {"host": host, "port": port, "workers": workers, "max_batch_size": max_batch_size,
+                 "max_delay_ms": max_delay_ms}  # fmt: skip
+    settings = resolve(model, canary, project, overrides)
+    settings.access_log = access_log
+    cfg = settings.serve
+    err.print(f"serving {settings.primary.uri} on http://{cfg.host}:{cfg.port} "
+              f"(V2: /v2/models/{settings.primary.name}/infer, MLflow: /invocations, metrics: /metrics)",
+              highlight=False)  # fmt: skip
+    run(settings)
+
+
+def predict(
+    input_path: str = typer.Option(..., "--input", "-i", help="Parquet or CSV file (or fsspec URL) to score."),
+    output_path: str = typer.Option(..., "--output", "-o", help="Where to write inputs plus predictions."),
+    model: str = typer.Option(None, "--model", "-m", help=MODEL_HELP),
+    chunk_rows: int = typer.Option(65_536, "--chunk-rows", help="Rows per chunk: memory stays constant."),
+    proba: bool = typer.Option(False, "--proba", help="Also write class probabilities (proba_<class>)."),
+    json_out: bool = typer.Option(False, "--json", help="Print a summary as JSON."),
+) -> None:
+    """Batch inference: stream a large file through the model in chunks, with a progress bar."""
+    from loopml.serve.batch import predict_file
+    from loopml.serve.server import _source
+
+    project = _project_or_none()
+    source = _source(model, project.config.name if project else None)
+    if project and source.uri.startswith("models:/"):
+        from loopml import registry
+
+        registry.connect(project)
+    summary = predict_file(source, input_path, output_path, chunk_rows, proba, show_progress=not json_out)
+    if json_out:
+        emit_json(summary)
+    else:
+        console.print(f"wrote {summary['rows']:,} predictions to {output_path} ({summary['seconds']:.1f}s, "
+                      f"model {summary['model']} v{summary['version']})")  # fmt: skip
+
+
+def _project_or_none():
+    from loopml.errors import ConfigError
+    from loopml.project import Project
+
+    try:
+        project = Project.find()
+    except ConfigError as exc:
+        if "no loopml.yaml" in str(exc):
+            return None
+        raise
+    project.config  # noqa: B018 - validate loopml.yaml now, with its clear errors
+    return project
