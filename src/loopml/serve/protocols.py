@@ -86,7 +86,8 @@ def _v2_tensor(spec: Any, index: int, binary: memoryview, offset: int) -> tuple[
     if data is None:
         raise RequestError(f'{where} ({name}) has neither "data" nor parameters.binary_data_size')
     try:
-        array = np.asarray(data, dtype=dtype)
+        with np.errstate(over="ignore"):  # out-of-range floats become inf: the NaN policy decides
+            array = np.asarray(data, dtype=dtype)
     except (ValueError, TypeError, OverflowError):
         raise RequestError(f"{where} ({name}).data must hold {datatype} numbers") from None
     if array.size != count:

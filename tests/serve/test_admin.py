@@ -1,0 +1,115 @@
+"""Hot reload under load drops nothing; canary splits traffic; admin endpoints need the token."""
+
+import json
+import threading
+from collections import Counter
+
+import httpx
+import pytest
+
+from loopml import registry
+from loopml.project import Project
+from tests.serve.conftest import settings_for
+
+pytestmark = pytest.mark.slow
+TOKEN = "s3cret-token"
+ROW = {"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP64", "data": [0.0] * 64}]}
+
+
+def second_version(project, make_champion: bool) -> str:
+    """Register the trained model again as a new version (what a retrain would do, minus training)."""
+    trained = json.loads((project / "outputs" / "train.json").read_text())
+    version = registry.register(Project(project), trained["model_uri"], trained["run_id"], {}, make_champion, "test")
+    return version["version"]
+
+
+def test_reload_under_load_drops_no_request(digits_copy, start):
+    settings = settings_for(digits_copy, max_delay_ms=1)
+    settings.admin_token = TOKEN
+    live = start(settings)
+    assert live.client.post("/v2/models/digits/infer", json=ROW).headers["x-model-version"] == "1"
+    second_version(digits_copy, make_champion=True)
+
+    statuses, versions, stop = Counter(), Counter(), threading.Event()
+
+    def load():
+        with httpx.Client(base_url=live.url, timeout=30) as client:
+            while not stop.is_set():
+                response = client.post("/v2/models/digits/infer", json=ROW)
+                statuses[response.status_code] += 1
+                versions[response.headers.get("x-model-version")] += 1
+
+    workers = [threading.Thread(target=load) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    try:
+        reloaded = live.client.post("/admin/reload", headers={"authorization": f"Bearer {TOKEN}"})
+        assert reloaded.status_code == 200 and reloaded.json() == {"reloaded": True, "version": "2", "previous": "1"}
+        for _ in range(50):
+            live.client.post("/v2/models/digits/infer", json=ROW)
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join()
+    assert set(statuses) == {200} and statuses[200] > 20
+    assert versions["1"] > 0 and versions["2"] > 0
+    again = live.client.post("/admin/reload", headers={"authorization": f"Bearer {TOKEN}"})
+    assert again.json()["reloaded"] is False
+    metrics = live.client.get("/metrics").text
+    assert 'loopml_requests_total{model="digits",protocol="v2",status="200",version="2"}' in metrics
+
+
+def test_canary_split_and_traffic_endpoint(digits_copy, start):
+    second_version(digits_copy, make_champion=False)  # v2 is the challenger, v1 stays champion
+    settings = settings_for(digits_copy)
+    settings.canary = type(settings.primary)("digits", "models:/digits@challenger", "challenger")
+    settings.canary_percent = 30.0
+    settings.admin_token = TOKEN
+    live = start(settings)
+    seen = Counter(live.client.post("/v2/models/digits/infer", json=ROW).headers["x-model-version"] for _ in range(600))
+    # binomial(600, 0.3): mean 180, sd 11.2; five sd either way
+    assert 124 <= seen["2"] <= 236, seen
+    assert 'loopml_traffic_share{model="digits",version="2"} 0.3' in live.client.get("/metrics").text
+    auth = {"authorization": f"Bearer {TOKEN}"}
+    assert live.client.post("/admin/traffic", json={"canary_percent": 0}, headers=auth).status_code == 200
+    assert {live.client.post("/invocations", json={"instances": [[0.0] * 64]}).headers["x-model-version"]
+            for _ in range(50)} == {"1"}  # fmt: skip
+    assert live.client.post("/admin/traffic", json={"canary_percent": 150}, headers=auth).status_code == 400
+
+
+def test_admin_needs_the_right_token_and_inference_the_api_key(digits_run, start):
+    no_token = start(settings_for(digits_run))
+    assert no_token.client.post("/admin/reload").status_code == 403
+    settings = settings_for(digits_run)
+    settings.admin_token, settings.api_keys = TOKEN, ("key-1",)
+    live = start(settings)
+    assert live.client.post("/admin/reload").status_code == 401
+    assert live.client.post("/admin/reload", headers={"authorization": "Bearer wrong"}).status_code == 401
+    assert (
+        live.client.post(
+            "/admin/traffic", json={"canary_percent": 5}, headers={"authorization": f"Bearer {TOKEN}"}
+        ).status_code
+        == 409
+    )
+    assert live.client.post("/v2/models/digits/infer", json=ROW).status_code == 401
+    assert live.client.post("/v2/models/digits/infer", json=ROW, headers={"x-api-key": "key-1"}).status_code == 200
+    assert live.client.post("/invocations", json={"instances": [[0.0] * 64]},
+                            headers={"authorization": "Bearer key-1"}).status_code == 200  # fmt: skip
+
+
+def test_not_ready_before_the_model_is_loaded(digits_run):
+    import asyncio
+
+    from loopml.serve.app import create_app
+
+    async def scenario():
+        app = create_app(settings_for(digits_run))  # lifespan not run: nothing loaded
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://app") as client:
+            ready = await client.get("/v2/health/ready")
+            live = await client.get("/v2/health/live")
+            infer = await client.post("/v2/models/digits/infer", json=ROW)
+        return ready, live, infer
+
+    ready, live, infer = asyncio.run(scenario())
+    assert ready.status_code == 503 and ready.headers["retry-after"] == "1"
+    assert live.status_code == 200 and infer.status_code == 503

@@ -1,0 +1,65 @@
+"""`loopml serve` as a user runs it, and `loopml predict` on files."""
+
+import signal
+import subprocess
+import time
+
+import httpx
+import pandas as pd
+import pytest
+
+from loopml.train.package import Predictor
+from tests.conftest import BIN, free_port, loopml, loopml_json, tool_env
+
+pytestmark = pytest.mark.slow
+
+
+def test_serve_command_answers_then_stops_cleanly_on_ctrl_c(digits_run):
+    port = free_port()
+    proc = subprocess.Popen([str(BIN / "loopml"), "serve", "--port", str(port)], cwd=digits_run, env=tool_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        response = httpx.post(f"http://127.0.0.1:{port}/invocations", json={"instances": [[0.0] * 64]})
+        assert response.status_code == 200 and len(response.json()["predictions"]) == 1
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert '"path": "/invocations", "status": 200' in err  # JSON access log, no payload
+    assert "0.0, 0.0" not in err
+
+
+def test_serve_binds_loopback_by_default_and_refuses_bad_canary(digits_run):
+    from loopml.project import Project
+    from loopml.serve.server import resolve
+
+    assert resolve(None, None, Project(digits_run)).serve.host == "127.0.0.1"
+    proc = loopml("serve", "--canary", "challenger", cwd=digits_run, check=False, timeout=60)
+    assert proc.returncode == 1 and 'must look like "challenger:10"' in proc.stderr
+
+
+def test_predict_streams_files_in_chunks(digits_run, tmp_path):
+    source = tmp_path / "rows.parquet"
+    frame = pd.read_parquet(digits_run / "data" / "raw" / "digits.parquet").drop(columns="label")
+    frame.to_parquet(source, index=False)
+    out = tmp_path / "scored.parquet"
+    summary = loopml_json("predict", "--input", str(source), "--output", str(out), "--chunk-rows", "500", "--proba",
+                          cwd=digits_run)  # fmt: skip
+    assert summary["rows"] == len(frame) and summary["version"] == "1"
+    scored = pd.read_parquet(out)
+    expected = Predictor(digits_run / "outputs" / "model").predict(frame)
+    assert scored["prediction"].tolist() == expected.tolist()
+    assert list(scored.columns[:64]) == list(frame.columns) and "proba_9" in scored.columns
+    csv_out = tmp_path / "scored.csv"
+    loopml("predict", "-i", str(source), "-o", str(csv_out), "--model", str(digits_run / "outputs" / "model"),
+           cwd=tmp_path)  # fmt: skip
+    assert pd.read_csv(csv_out)["prediction"].tolist() == expected.tolist()
+    same = loopml("predict", "-i", str(source), "-o", str(source), cwd=digits_run, check=False)
+    assert same.returncode == 1 and "never overwrites input" in same.stderr
