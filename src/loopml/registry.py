@@ -54,7 +54,7 @@ class LoopmlPyfunc(mlflow.pyfunc.PythonModel):
 def connect(project: Project) -> MlflowClient:
     """Point MLflow at the project's store and make sure its experiment exists."""
     os.environ.setdefault("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", "false")
-    mlflow.set_tracking_uri(project.tracking_uri)
+    _use(project.tracking_uri)
     if project.tracking_uri.startswith("sqlite:///"):
         project.state.mkdir(parents=True, exist_ok=True)
     name = project.config.name
@@ -129,7 +129,7 @@ def log_model(package: Path, example: pd.DataFrame, requirements: list[str]) -> 
 def load_predictor(model_uri: str, tracking_uri: str | None = None):
     """The loopml Predictor inside a logged or registered model (`models:/name@alias`, ...)."""
     if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
+        _use(tracking_uri)
     try:
         model = mlflow.pyfunc.load_model(model_uri)
     except MlflowException as exc:
@@ -143,7 +143,7 @@ def load_predictor(model_uri: str, tracking_uri: str | None = None):
 def resolve_version(model_uri: str, tracking_uri: str | None = None) -> str:
     """The version number behind `models:/name@alias` or `models:/name/N`."""
     if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
+        _use(tracking_uri)
     spec = model_uri.removeprefix("models:/")
     client = MlflowClient()
     try:
@@ -276,6 +276,23 @@ def _flatten(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
+
+
+def _use(uri: str) -> None:
+    """Point tracking and the model registry at `uri`, without leaking it into the environment.
+
+    `mlflow.set_tracking_uri` also writes MLFLOW_TRACKING_URI into os.environ, which is where
+    loopml reads the *user's* choice from: left there, the first project a process touched
+    would win over every later one.
+    """
+    saved = {var: os.environ.get(var) for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    for var, value in saved.items():
+        if value is None:
+            os.environ.pop(var, None)
+        else:
+            os.environ[var] = value
 
 
 def _short(exc: Exception) -> str:

@@ -78,20 +78,17 @@ class ModelRuntime:
         return runtime
 
     # -- prediction ------------------------------------------------------------------------
-    def frame(self, matrix: np.ndarray) -> pd.DataFrame:
-        frame = pd.DataFrame(matrix, columns=self.features, copy=False)
-        if self.needs_cast:
-            frame = frame.astype(self.feature_dtypes, copy=False)
-        return frame
-
     def predict(self, matrix: np.ndarray) -> dict[str, np.ndarray]:
         """Outputs for a batch: `predict` (labels or values) and, for classifiers, `probabilities`."""
-        frame = self.frame(matrix)
-        outputs = {"predict": _plain_array(self.predictor.predict(frame))}
-        if self.task == "classification":
-            proba = self.predictor.predict_proba(frame)
-            if proba is not None:
-                outputs["probabilities"] = np.asarray(proba, dtype=np.float32)
+        if self.needs_cast:  # integer or float32 features: give the model its training dtypes
+            frame = pd.DataFrame(matrix, columns=self.features).astype(self.feature_dtypes)
+            outputs = {"predict": _plain_array(self.predictor.predict(frame))}
+            proba = self.predictor.predict_proba(frame) if self.task == "classification" else None
+        else:
+            labels, proba = self.predictor.infer_matrix(matrix)
+            outputs = {"predict": _plain_array(labels)}
+        if proba is not None:
+            outputs["probabilities"] = np.asarray(proba, dtype=np.float32)
         return outputs
 
     def warm_up(self, batch_size: int) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,7 @@ class Predictor:
         self.task: str = self.meta["task"]
         self.kind: str = self.meta["kind"]
         self.device = device
+        self._arrays_ok: bool | None = None
         self._model = self._load()
 
     def _load(self):
@@ -100,11 +102,7 @@ class Predictor:
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         if self.kind == "sklearn":
             return np.asarray(self._model.predict(frame[self.features] if self.features else frame))
-        out = self._forward(self.matrix(frame))
-        if self.task == "classification":
-            return np.asarray(self.classes, dtype=object if _any_str(self.classes) else None)[out.argmax(axis=1)]
-        scale = self.meta["target_scale"]
-        return out.reshape(-1) * scale["std"] + scale["mean"]
+        return self.predict_matrix(self.matrix(frame))
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray | None:
         if self.task != "classification":
@@ -113,14 +111,60 @@ class Predictor:
             if not hasattr(self._model, "predict_proba"):
                 return None
             return np.asarray(self._model.predict_proba(frame[self.features]))
-        logits = self._forward(self.matrix(frame))
-        logits = logits - logits.max(axis=1, keepdims=True)
-        exp = np.exp(logits)
-        return exp / exp.sum(axis=1, keepdims=True)
+        return self.predict_proba_matrix(self.matrix(frame))
+
+    def predict_matrix(self, x: np.ndarray) -> np.ndarray:
+        """Predictions for a numeric matrix with the features in training order (the serving
+        fast path: no DataFrame unless the estimator needs column names)."""
+        return self.infer_matrix(x, proba=False)[0]
+
+    def predict_proba_matrix(self, x: np.ndarray) -> np.ndarray | None:
+        return self.infer_matrix(x)[1]
+
+    def infer_matrix(self, x: np.ndarray, proba: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """(predictions, class probabilities or None) — one forward pass for torch models."""
+        classification = self.task == "classification"
+        if self.kind == "sklearn":
+            if not self._takes_arrays():
+                frame = pd.DataFrame(x, columns=self.features)
+                return self.predict(frame), self.predict_proba(frame) if proba else None
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # "X does not have valid feature names"
+                labels = np.asarray(self._model.predict(x))
+                scores = None
+                if proba and classification and hasattr(self._model, "predict_proba"):
+                    scores = np.asarray(self._model.predict_proba(x))
+            return labels, scores
+        out = self._forward(x)
+        if not classification:
+            scale = self.meta["target_scale"]
+            return out.reshape(-1) * scale["std"] + scale["mean"], None
+        labels = np.asarray(self.classes, dtype=object if _any_str(self.classes) else None)[out.argmax(axis=1)]
+        if not proba:
+            return labels, None
+        out = out - out.max(axis=1, keepdims=True)
+        exp = np.exp(out)
+        return labels, exp / exp.sum(axis=1, keepdims=True)
+
+    def _takes_arrays(self) -> bool:
+        """Does the estimator give the same answers on a bare array as on a DataFrame? (Not when
+        it selects columns by name, e.g. a ColumnTransformer.) Checked once, on probe rows."""
+        if self._arrays_ok is None:
+            probe = np.linspace(-1.0, 1.0, 3 * len(self.features)).reshape(3, -1)
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UserWarning)
+                    bare = np.asarray(self._model.predict(probe))
+                framed = self.predict(pd.DataFrame(probe, columns=self.features))
+                self._arrays_ok = bool(np.array_equal(bare, framed))
+            except Exception:
+                self._arrays_ok = False
+        return self._arrays_ok
 
     def _forward(self, x: np.ndarray) -> np.ndarray:
         import torch
 
+        x = np.asarray(x, dtype=np.float32)  # the dtype the weights were trained in
         scale = self.meta.get("feature_scale")
         if scale:
             x = (x - np.asarray(scale["mean"], dtype=np.float32)) / np.asarray(scale["std"], dtype=np.float32)
