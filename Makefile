@@ -19,10 +19,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	@touch $(STAMP)
 
-# The main job: the bundled digits example, from data to a registered champion.
+PORT ?= 8000
+
+# The main job: the bundled digits example, from data to a registered champion, then serve it
+# on 127.0.0.1:$(PORT) (Open Inference Protocol + MLflow /invocations) until Ctrl-C.
 run: setup
 	@test -f $(DEMO)/loopml.yaml || $(BIN)/loopml init $(DEMO) --template digits
-	cd $(DEMO) && $(BIN)/loopml run
+	cd $(DEMO) && $(BIN)/loopml run && $(BIN)/loopml serve --port $(PORT)
 
 test: setup
 	$(BIN)/ruff check src tests bench

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from loopml import registry
 from loopml.train.package import Predictor
 from tests.conftest import FAST, loopml, loopml_json
 
@@ -14,7 +15,7 @@ pytestmark = pytest.mark.slow
 
 
 def client_for(project) -> MlflowClient:
-    mlflow.set_tracking_uri(f"sqlite:///{project / '.loopml' / 'mlflow.db'}")
+    registry.use_store(f"sqlite:///{project / '.loopml' / 'mlflow.db'}")
     return MlflowClient()
 
 

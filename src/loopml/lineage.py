@@ -5,13 +5,9 @@ from __future__ import annotations
 import platform
 import subprocess
 import sys
-from importlib import metadata
 from pathlib import Path
 
 from loopml import __version__
-
-KEY_PACKAGES = ("torch", "scikit-learn", "numpy", "pandas", "pyarrow", "mlflow", "dvc", "pandera",
-                "xgboost", "lightgbm")  # fmt: skip
 
 
 def git_commit(root: Path) -> str:
@@ -28,13 +24,9 @@ def git_commit(root: Path) -> str:
 
 
 def package_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version(), "loopml": __version__}
-    for name in KEY_PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
+    from loopml.system.host import packages
+
+    return {"python": platform.python_version(), "loopml": __version__, **packages()}
 
 
 def environment(device: str) -> dict[str, object]:

@@ -54,7 +54,7 @@ class LoopmlPyfunc(mlflow.pyfunc.PythonModel):
 def connect(project: Project) -> MlflowClient:
     """Point MLflow at the project's store and make sure its experiment exists."""
     os.environ.setdefault("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", "false")
-    _use(project.tracking_uri)
+    use_store(project.tracking_uri)
     if project.tracking_uri.startswith("sqlite:///"):
         project.state.mkdir(parents=True, exist_ok=True)
     name = project.config.name
@@ -129,7 +129,7 @@ def log_model(package: Path, example: pd.DataFrame, requirements: list[str]) -> 
 def load_predictor(model_uri: str, tracking_uri: str | None = None):
     """The loopml Predictor inside a logged or registered model (`models:/name@alias`, ...)."""
     if tracking_uri:
-        _use(tracking_uri)
+        use_store(tracking_uri)
     try:
         model = mlflow.pyfunc.load_model(model_uri)
     except MlflowException as exc:
@@ -143,7 +143,7 @@ def load_predictor(model_uri: str, tracking_uri: str | None = None):
 def resolve_version(model_uri: str, tracking_uri: str | None = None) -> str:
     """The version number behind `models:/name@alias` or `models:/name/N`."""
     if tracking_uri:
-        _use(tracking_uri)
+        use_store(tracking_uri)
     spec = model_uri.removeprefix("models:/")
     client = MlflowClient()
     try:
@@ -278,7 +278,7 @@ def _flatten(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _use(uri: str) -> None:
+def use_store(uri: str) -> None:
     """Point tracking and the model registry at `uri`, without leaking it into the environment.
 
     `mlflow.set_tracking_uri` also writes MLFLOW_TRACKING_URI into os.environ, which is where

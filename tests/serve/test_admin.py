@@ -113,3 +113,18 @@ def test_not_ready_before_the_model_is_loaded(digits_run):
     ready, live, infer = asyncio.run(scenario())
     assert ready.status_code == 503 and ready.headers["retry-after"] == "1"
     assert live.status_code == 200 and infer.status_code == 503
+
+
+def test_failed_reload_keeps_the_old_version_serving(digits_copy, start, tmp_path):
+    settings = settings_for(digits_copy)
+    settings.admin_token = TOKEN
+    live = start(settings)
+    # A new champion whose files cannot be loaded (say, a half-synced artifact store).
+    client = registry.connect(Project(digits_copy))
+    broken = client.create_model_version("digits", source=str(tmp_path / "missing-model"))
+    client.set_registered_model_alias("digits", "champion", broken.version)
+    response = live.client.post("/admin/reload", headers={"authorization": f"Bearer {TOKEN}"})
+    assert response.status_code == 500 and "keeps serving" in response.json()["error"]
+    answer = live.client.post("/v2/models/digits/infer", json=ROW)
+    assert answer.status_code == 200 and answer.headers["x-model-version"] == "1"
+    assert live.client.get("/v2/health/ready").status_code == 200

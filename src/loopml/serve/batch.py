@@ -14,6 +14,7 @@ import pandas as pd
 
 from loopml.data.io import table_format
 from loopml.errors import DataError
+from loopml.progress import progress_bar
 from loopml.serve.protocols import RequestError, frame_matrix
 from loopml.serve.runtime import ModelRuntime, ModelSource
 
@@ -33,7 +34,7 @@ def predict_file(source: ModelSource, input_path: str, output_path: str, chunk_r
     chunks, total = _chunks(input_path, fmt_in, chunk_rows)
     writer = _Writer(output_path, fmt_out)
     rows = 0
-    progress = _progress(show_progress)
+    progress = progress_bar(show_progress)
     with progress:
         task = progress.add_task(f"predict {Path(input_path).name}", total=total)
         try:
@@ -93,11 +94,3 @@ class _Writer:
     def close(self) -> None:
         if self._parquet is not None:
             self._parquet.close()
-
-
-def _progress(enabled: bool):
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=Console(stderr=True), disable=not enabled)  # fmt: skip

@@ -16,8 +16,10 @@ from typing import Any
 
 ML_CPU_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_tile",
                 "amx_bf16", "amx_int8", "asimd", "sve")  # fmt: skip
-KEY_PACKAGES = ("torch", "torchvision", "numpy", "pandas", "scikit-learn", "mlflow", "dvc", "onnxruntime",
-                "onnxruntime-gpu", "nvidia-ml-py", "xgboost", "lightgbm", "cupy-cuda12x", "jax")  # fmt: skip
+# Recorded by doctor and with every training run (environment.json).
+KEY_PACKAGES = ("torch", "torchvision", "numpy", "pandas", "pyarrow", "scikit-learn", "mlflow", "dvc",
+                "pandera", "onnxruntime", "onnxruntime-gpu", "nvidia-ml-py", "xgboost", "lightgbm", "cupy-cuda12x",
+                "jax")  # fmt: skip
 
 
 def os_info(root: Path) -> dict[str, Any]:

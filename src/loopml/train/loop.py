@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from loopml.errors import ModelError
+from loopml.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ def fit(model, X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarray, y_va
             loss.backward()
             optimizer.step()
 
-    progress = _progress(show_progress)
+    progress = progress_bar(show_progress)
     steps = math.ceil(n / bs)
     task_id = progress.add_task("train", total=(settings.epochs - start_epoch) * steps)
     stopped_early = False
@@ -192,17 +193,3 @@ def _save_checkpoint(path: Path, state: dict) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
-
-
-def _progress(enabled: bool):
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        disable=not enabled,
-    )
