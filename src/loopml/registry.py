@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 # MLflow's advice (type hints on predict, integer columns, ambiguous dataset sources) is for
 # people writing pyfunc models by hand; loopml passes explicit signatures and sources.
 warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow\.")
+warnings.filterwarnings("ignore", message="Add type hints to the `predict` method")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 CHAMPION, CHALLENGER = "champion", "challenger"

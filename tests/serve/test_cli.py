@@ -63,3 +63,11 @@ def test_predict_streams_files_in_chunks(digits_run, tmp_path):
     assert pd.read_csv(csv_out)["prediction"].tolist() == expected.tolist()
     same = loopml("predict", "-i", str(source), "-o", str(source), cwd=digits_run, check=False)
     assert same.returncode == 1 and "never overwrites input" in same.stderr
+
+
+def test_worker_processes_get_the_same_settings(digits_run):
+    from loopml.project import Project
+    from loopml.serve.server import resolve, settings_from_json, settings_to_json
+
+    settings = resolve("digits@challenger", "champion:25", Project(digits_run), {"workers": 3, "max_batch_size": 8})
+    assert settings_from_json(settings_to_json(settings)) == settings

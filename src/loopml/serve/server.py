@@ -69,7 +69,9 @@ def _source(model: str | None, default_name: str | None) -> ModelSource:
 
 
 def settings_to_json(settings: ServeSettings) -> str:
-    return json.dumps(asdict(settings))
+    raw = asdict(settings)
+    raw["serve"] = settings.serve.model_dump()  # a pydantic model inside the dataclass
+    return json.dumps(raw)
 
 
 def settings_from_json(text: str) -> ServeSettings:
