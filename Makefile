@@ -39,9 +39,11 @@ format: setup
 	$(BIN)/ruff check --fix src tests bench
 	$(BIN)/ruff format src tests bench
 
+# Benchmarks print loopml beside its peers; serve_vs_mlflow needs wrk (apt-get install wrk).
 bench: setup
 	$(BIN)/python bench/rerun.py
 	$(BIN)/python bench/train_overhead.py
+	$(BIN)/python bench/serve_vs_mlflow.py
 
 # Environments. CPU: the default .venv. CUDA: a separate .venv-cuda with PyTorch's CUDA build,
 # ending with the check that matters. MLflow UI: the demo project's store on 127.0.0.1:5000.
