@@ -55,9 +55,10 @@ def _print(report) -> None:
                   + (" · container" if os_info.get("container") else ""))  # fmt: skip
     table.add_row(
         "CPU",
-        f"{cpu.get('model')} · {cpu.get('usable_cores')} cores · {' '.join(cpu.get('ml_flags') or []) or 'no AVX2'}",
+        f"{cpu.get('model')} · {cpu.get('usable_cores')} cores · {_flags(cpu.get('ml_flags'))}",
     )
-    table.add_row("Memory", f"{mem.get('total_gib')} GiB ({mem.get('available_gib')} available)")
+    memory = "unknown" if mem.get("total_gib") is None else f"{mem['total_gib']} GiB ({mem['available_gib']} available)"
+    table.add_row("Memory", memory)
     table.add_row("Disk", f"{disk.get('free_gib')} GiB free of {disk.get('total_gib')} at {disk.get('path')}")
     table.add_row("Python", f"{py.get('version')} ({py.get('environment')}) {py.get('executable')}")
     packages = facts.get("packages") or {}
@@ -108,6 +109,12 @@ def _print(report) -> None:
     style = {"none": "bold red", "cpu": "bold cyan"}.get(report.level, "bold green")
     console.print()
     console.print(Text(report.line, style=style))
+
+
+def _flags(flags: list[str] | None) -> str:
+    if flags is None:
+        return "flags unknown"
+    return " ".join(flags) or "no AVX2"
 
 
 def _onoff(value) -> str:

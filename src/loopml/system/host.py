@@ -50,8 +50,9 @@ def cpu_info(root: Path) -> dict[str, Any]:
             elif key == "model name" and model in ("unknown", "", "x86_64"):
                 model = value.strip()
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    known = cpuinfo.is_file()  # None: unknown (no /proc/cpuinfo under this root), not "no flags"
     return {"model": model, "logical_cores": os.cpu_count(), "usable_cores": usable,
-            "ml_flags": [f for f in ML_CPU_FLAGS if f in flags]}  # fmt: skip
+            "ml_flags": [f for f in ML_CPU_FLAGS if f in flags] if known else None}  # fmt: skip
 
 
 def memory_info(root: Path) -> dict[str, Any]:
@@ -63,7 +64,9 @@ def memory_info(root: Path) -> dict[str, Any]:
             parts = value.split()
             if parts and parts[0].isdigit():
                 fields[key] = int(parts[0]) * 1024
-    return {"total_gib": round(fields.get("MemTotal", 0) / 2**30, 1),
+    if "MemTotal" not in fields:
+        return {"total_gib": None, "available_gib": None}  # no /proc/meminfo under this root
+    return {"total_gib": round(fields["MemTotal"] / 2**30, 1),
             "available_gib": round(fields.get("MemAvailable", 0) / 2**30, 1)}  # fmt: skip
 
 
