@@ -1,0 +1,47 @@
+"""`loopml drift REFERENCE CURRENT`: the ad hoc drift check between two files."""
+
+from __future__ import annotations
+
+import typer
+
+from loopml.cli.output import console, emit_json, table
+
+
+def register(app: typer.Typer) -> None:
+    app.command("drift")(drift)
+
+
+def drift(
+    reference: str = typer.Argument(..., help="Reference data: Parquet or CSV, a path or any fsspec URL."),
+    current: str = typer.Argument(..., help="Current data to compare with it."),
+    json_out: bool = typer.Option(False, "--json", help="Every column's statistics and verdict, as JSON."),
+    psi_alert: float = typer.Option(0.25, "--psi-alert", help="PSI at or above which a column has drifted."),
+    drift_share: float = typer.Option(0.5, "--drift-share", help="Share of drifted columns that means dataset drift."),
+) -> None:
+    """Compare two datasets column by column: PSI, KS, Wasserstein, Jensen–Shannon, chi², null and
+    unseen shares; a verdict per column and for the dataset. Exit 0 whatever the verdict."""
+    from loopml.data.drift import Thresholds, compare
+    from loopml.data.io import read_table
+    from loopml.data.profile import Profile
+
+    ref = read_table(reference)
+    cur = read_table(current)
+    report = compare(Profile.fit(ref), cur, Thresholds(psi_alert=psi_alert, drift_share=drift_share))
+    if json_out:
+        emit_json(report.as_dict())
+        return
+    rows = []
+    for column in sorted(report.columns, key=lambda c: -(c.stats.get("psi") or 0.0)):
+        s = column.stats
+        effect = s.get("wasserstein_norm") if column.kind == "numeric" else s.get("jensen_shannon")
+        style = {"drift": "bold red", "warn": "yellow", "ok": "green"}[column.level]
+        rows.append([column.column, column.kind, _num(s.get("psi")), _num(s.get("ks")), _num(effect),
+                     _num(s.get("null_share_change")), f"[{style}]{column.level}[/]"])  # fmt: skip
+    table(None, ["column", "kind", "PSI", "KS", "W/std or JS", "Δ null share", "verdict"], rows)
+    verdict = "[bold red]dataset drift[/]" if report.dataset_drift else "[green]no dataset drift[/]"
+    drifted = sum(c.drifted for c in report.columns)
+    console.print(f"{verdict}: {drifted} of {len(report.columns)} columns drifted ({report.drift_share:.0%})")
+
+
+def _num(value) -> str:
+    return "—" if value is None else f"{value:.4f}"

@@ -1,0 +1,108 @@
+"""Reference profiles and the drift detector, against SciPy's exact statistics."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+from scipy.spatial.distance import jensenshannon
+
+from loopml.data.drift import compare
+from loopml.data.profile import Profile
+from tests.conftest import loopml
+
+N = 50_000
+SHAPES = {
+    "normal": lambda rng, shift: rng.normal(0.3 * shift, 1 + 0.2 * shift, N),
+    "lognormal": lambda rng, shift: rng.lognormal(0.2 * shift, 1.5, N),
+    "student_t3": lambda rng, shift: rng.standard_t(3, N) + 0.2 * shift,
+    "exponential": lambda rng, shift: rng.exponential(1 + 0.3 * shift, N),
+    "uniform": lambda rng, shift: rng.uniform(0, 1 + 0.1 * shift, N),
+}
+
+
+def frame(seed: int, shift: float) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    data = {name: make(rng, shift) for name, make in SHAPES.items()}
+    weights = [0.4, 0.3, 0.2, 0.1] if not shift else [0.25, 0.25, 0.25, 0.25]
+    data["color"] = rng.choice(["red", "green", "blue", "grey"], N, p=weights)
+    return pd.DataFrame(data)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_ks_and_wasserstein_match_scipy(seed):
+    ref, cur = frame(seed, 0), frame(seed + 100, 1)
+    report = compare(Profile.fit(ref), cur)
+    for column in report.columns:
+        if column.kind != "numeric":
+            continue
+        exact_ks = stats.ks_2samp(ref[column.column], cur[column.column]).statistic
+        exact_w = stats.wasserstein_distance(ref[column.column], cur[column.column]) / ref[column.column].std()
+        assert abs(column.stats["ks"] - exact_ks) < 0.01, column.column
+        assert abs(column.stats["wasserstein_norm"] - exact_w) < 0.01, column.column
+
+
+def test_injected_drift_is_found_and_same_distribution_is_not():
+    ref = frame(1, 0)
+    drifted = compare(Profile.fit(ref), frame(2, 1))
+    assert {c.column for c in drifted.columns if c.drifted} >= {"normal", "exponential", "color"}
+    assert drifted.dataset_drift
+    for seed in range(3, 8):  # repeated same-distribution draws: no false alarm
+        same = compare(Profile.fit(ref), frame(seed, 0))
+        assert not any(c.drifted for c in same.columns), [(c.column, c.stats) for c in same.columns if c.drifted]
+        assert not same.dataset_drift
+
+
+def test_categorical_statistics():
+    ref = pd.DataFrame({"c": ["a"] * 600 + ["b"] * 400})
+    cur = pd.DataFrame({"c": ["a"] * 300 + ["b"] * 500 + ["new"] * 200})
+    stats_ = compare(Profile.fit(ref), cur).columns[0].stats
+    assert stats_["unseen_share"] == pytest.approx(0.2)
+    assert stats_["linf"] == pytest.approx(0.3)
+    assert stats_["jensen_shannon"] == pytest.approx(jensenshannon([0.6, 0.4, 0.0], [0.3, 0.5, 0.2], base=2))
+
+
+def test_nulls_constant_empty_and_few_values_without_warnings():
+    ref = pd.DataFrame({"nulls": [np.nan] * 100, "constant": [5.0] * 100, "few": np.arange(100) % 3,
+                        "x": np.linspace(0, 1, 100)})  # fmt: skip
+    cur = pd.DataFrame({"nulls": [np.nan] * 50, "constant": [5.0] * 40 + [np.nan] * 10, "few": np.arange(50) % 4,
+                        "x": np.linspace(0, 1, 50)})  # fmt: skip
+    with np.errstate(all="raise"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            report = compare(Profile.fit(ref), cur)
+            empty = compare(Profile.fit(ref), cur.iloc[:0])
+    by = {c.column: c for c in report.columns}
+    assert by["few"].kind == "categorical" and by["few"].stats["unseen_share"] > 0
+    assert by["constant"].stats["null_share_change"] == pytest.approx(0.2)
+    assert not by["x"].drifted
+    assert all(c.stats["null_share_change"] is not None for c in empty.columns)
+
+
+def test_profiles_of_chunks_merge_into_the_profile_of_the_whole():
+    ref = frame(1, 0)
+    profile = Profile.fit(ref)
+    whole = profile.count(ref)
+    parts = profile.count(ref.iloc[:12_345]).merge(profile.count(ref.iloc[12_345:]))
+    for name, column in whole.columns.items():
+        assert (parts.columns[name].counts == column.counts).all()
+        assert parts.columns[name].total == pytest.approx(column.total)
+    assert Profile.from_dict(json.loads(json.dumps(whole.to_dict()))).columns["normal"].counts.tolist() == \
+        whole.columns["normal"].counts.tolist()  # fmt: skip
+
+
+def test_drift_command(tmp_path):
+    frame(1, 0).to_parquet(tmp_path / "ref.parquet")
+    frame(2, 1).to_csv(tmp_path / "cur.csv", index=False)
+    out = json.loads(loopml("drift", "ref.parquet", "cur.csv", "--json", cwd=tmp_path).stdout)
+    assert out["dataset_drift"] is True
+    columns = {c["column"]: c for c in out["columns"]}
+    assert {"psi", "ks", "wasserstein"} <= set(columns["normal"]["stats"])
+    assert {"psi", "jensen_shannon"} <= set(columns["color"]["stats"]) and columns["color"]["drifted"]
+    human = loopml("drift", "ref.parquet", "cur.csv", cwd=tmp_path).stdout
+    assert "dataset drift" in human and "normal" in human
+    missing = loopml("drift", "ref.parquet", "nope.parquet", cwd=tmp_path, check=False)
+    assert missing.returncode == 1 and "not found" in missing.stderr
