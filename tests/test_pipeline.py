@@ -1,6 +1,7 @@
 """`loopml init` → `loopml run` → `loopml run`: the whole spine on real DVC, MLflow and PyTorch."""
 
 import json
+from pathlib import Path
 
 import mlflow
 import pandas as pd
@@ -56,6 +57,18 @@ def test_mlflow_run_carries_params_metrics_lineage_and_report(digits_run):
     version = client.get_model_version("digits", "1")
     assert version.tags["loopml.data_digest"] == trained["data_digest"]
     assert json.loads(version.tags["loopml.gates"])[0]["passed"] is True
+
+
+def test_every_version_carries_its_reference_profile(digits_run):
+    from loopml.data.profile import PREDICTION_COLUMN, Profile
+
+    client_for(digits_run)
+    local = mlflow.artifacts.download_artifacts("models:/digits@champion")
+    profile = Profile.from_dict(
+        json.loads((Path(local) / "artifacts" / "package" / "reference_profile.json").read_text())
+    )
+    assert len(profile.columns) == 65 and profile.columns[PREDICTION_COLUMN].kind == "categorical"
+    assert profile.columns["pixel_10"].present > 1000
 
 
 def test_registered_model_loads_with_plain_mlflow(digits_run):

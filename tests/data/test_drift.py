@@ -102,7 +102,9 @@ def test_drift_command(tmp_path):
     columns = {c["column"]: c for c in out["columns"]}
     assert {"psi", "ks", "wasserstein"} <= set(columns["normal"]["stats"])
     assert {"psi", "jensen_shannon"} <= set(columns["color"]["stats"]) and columns["color"]["drifted"]
-    human = loopml("drift", "ref.parquet", "cur.csv", cwd=tmp_path).stdout
+    human = loopml("drift", "ref.parquet", "cur.csv", "--report", "drift.html", cwd=tmp_path).stdout
     assert "dataset drift" in human and "normal" in human
+    html = (tmp_path / "drift.html").read_text()
+    assert "Dataset drift" in html and html.count("data:image/png;base64,") == 6 and "<script" not in html
     missing = loopml("drift", "ref.parquet", "nope.parquet", cwd=tmp_path, check=False)
     assert missing.returncode == 1 and "not found" in missing.stderr

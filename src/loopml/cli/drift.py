@@ -15,6 +15,7 @@ def drift(
     reference: str = typer.Argument(..., help="Reference data: Parquet or CSV, a path or any fsspec URL."),
     current: str = typer.Argument(..., help="Current data to compare with it."),
     json_out: bool = typer.Option(False, "--json", help="Every column's statistics and verdict, as JSON."),
+    report_path: str = typer.Option(None, "--report", help="Also write a self-contained HTML report here."),
     psi_alert: float = typer.Option(0.25, "--psi-alert", help="PSI at or above which a column has drifted."),
     drift_share: float = typer.Option(0.5, "--drift-share", help="Share of drifted columns that means dataset drift."),
 ) -> None:
@@ -24,9 +25,15 @@ def drift(
     from loopml.data.io import read_table
     from loopml.data.profile import Profile
 
-    ref = read_table(reference)
-    cur = read_table(current)
-    report = compare(Profile.fit(ref), cur, Thresholds(psi_alert=psi_alert, drift_share=drift_share))
+    profile = Profile.fit(read_table(reference))
+    counted = profile.count(read_table(current))
+    report = compare(profile, counted, Thresholds(psi_alert=psi_alert, drift_share=drift_share))
+    if report_path:
+        from pathlib import Path
+
+        from loopml.monitor.report import render
+
+        Path(report_path).write_text(render(report, profile, counted, f"{current} vs {reference}"))
     if json_out:
         emit_json(report.as_dict())
         return
@@ -41,6 +48,8 @@ def drift(
     verdict = "[bold red]dataset drift[/]" if report.dataset_drift else "[green]no dataset drift[/]"
     drifted = sum(c.drifted for c in report.columns)
     console.print(f"{verdict}: {drifted} of {len(report.columns)} columns drifted ({report.drift_share:.0%})")
+    if report_path:
+        console.print(f"report: {report_path}")
 
 
 def _num(value) -> str:

@@ -84,7 +84,7 @@ def _numeric(ref: ColumnProfile, cur: ColumnProfile) -> dict[str, float | None]:
     stats["out_of_range_share"] = float(q[0] + q[-1])
     # deciles of the reference: cells between the edges nearest to levels 0.1 ... 0.9; under- and
     # overflow fold into the first and last decile
-    bounds = np.concatenate([[1], np.searchsorted(ref.levels, np.linspace(0.1, 0.9, 9)) + 1])
+    bounds = ref.decile_starts()
     decile_p, decile_q = np.add.reduceat(p[:-1], bounds), np.add.reduceat(q[:-1], bounds)
     decile_p[0] += p[0]
     decile_q[0] += q[0]

@@ -24,6 +24,7 @@ NUMERIC_CELLS = 200  # equal-mass cells: binned KS distance is within 1/200 of t
 TAIL_LEVELS = np.geomspace(1e-5, 4e-3, 10)
 MAX_CATEGORIES = 20  # numeric columns with at most this many distinct values count as categorical
 PROFILE_FORMAT = 1
+PREDICTION_COLUMN = "__prediction__"  # the model's outputs, profiled beside its inputs
 
 
 @dataclass
@@ -76,6 +77,11 @@ class ColumnProfile:
         for name in ("nulls", "rows", "total", "total_sq", "beyond_low", "beyond_high"):
             setattr(out, name, getattr(self, name) + getattr(other, name))
         return out
+
+    def decile_starts(self) -> np.ndarray:
+        """Index (into `counts`) of the first cell of each reference decile; cell 0 is underflow."""
+        # a hair below each level: 0.3 may be stored as 0.30000000000000004 or 0.29999999999999993
+        return np.concatenate([[1], np.searchsorted(self.levels, np.linspace(0.1, 0.9, 9) - 1e-9) + 1])
 
     # -- summaries --------------------------------------------------------------------------
     @property

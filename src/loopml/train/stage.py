@@ -45,6 +45,7 @@ def train(project: Project, resume: bool = False, show_progress: bool = True) ->
             details, device = _train_sklearn(project, data)
         env = environment(device)
         (project.model_dir / "environment.json").write_text(json.dumps(env, indent=2) + "\n")
+        _write_reference_profile(project, data)
         commit = git_commit(project.root)
         registry.set_tags({"loopml.data_digest": digest, "loopml.git_commit": commit, "loopml.device": device,
                            "loopml.variant": "base", "loopml.stage": "train"})  # fmt: skip
@@ -194,6 +195,17 @@ def _train_sklearn(project: Project, data: Dataset) -> tuple[dict[str, Any], str
     )  # fmt: skip
     name = type(estimator.steps[-1][1] if hasattr(estimator, "steps") else estimator).__name__
     return {"figure": f"{name}, train score {train_score:.3f}", "fit_seconds": round(seconds, 3)}, "cpu"
+
+
+def _write_reference_profile(project: Project, data: Dataset) -> None:
+    """The training inputs and the model's own predictions on them, binned once: what live
+    traffic is compared with for drift. It travels inside the package, so with every version."""
+    from loopml.data.profile import PREDICTION_COLUMN, Profile
+    from loopml.train.package import Predictor
+
+    predictions = Predictor(project.model_dir).predict(data.X_train)
+    reference = data.X_train.assign(**{PREDICTION_COLUMN: predictions})
+    (project.model_dir / "reference_profile.json").write_text(json.dumps(Profile.fit(reference).to_dict()))
 
 
 def _check_output_shape(model, sample: np.ndarray, n_outputs: int, spec: str) -> None:
