@@ -147,6 +147,19 @@ class ServeConfig(Section):
     registry_poll_s: float = Field(30, ge=0)  # how often to look for a new champion; 0 disables
 
 
+class MonitorConfig(Section):
+    window: int = Field(5000, ge=10)  # rows of recent traffic compared with the reference profile
+    every_s: float = Field(10.0, gt=0)  # how often the server recomputes live drift (off the hot path)
+    psi_warn: float = Field(0.1, gt=0)
+    psi_alert: float = Field(0.25, gt=0)  # a column drifted at this PSI ...
+    wasserstein: float = Field(0.1, gt=0)  # ... or this Wasserstein distance / reference std (numeric)
+    jensen_shannon: float = Field(0.1, gt=0)  # ... or this Jensen-Shannon distance (categorical)
+    drift_share: float = Field(0.5, gt=0, le=1)  # dataset drift when this share of columns drifted
+    log: bool = True  # keep an inference log (Parquet; ids, time, inputs, outputs, version; no secrets)
+    log_dir: str = ".loopml/inference"  # relative to the project
+    log_keep_files: int = Field(200, ge=1)  # oldest log files are deleted past this many
+
+
 class Config(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # the registered model's name
     task: Literal["classification", "regression"]
@@ -155,6 +168,7 @@ class Config(Section):
     train: TrainConfig = TrainConfig()
     gates: GatesConfig = GatesConfig()
     serve: ServeConfig = ServeConfig()
+    monitor: MonitorConfig = MonitorConfig()
 
     @model_validator(mode="after")
     def _gate_metrics_exist(self) -> Config:

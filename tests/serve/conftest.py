@@ -37,6 +37,8 @@ class LiveServer:
         self.client = httpx.Client(base_url=self.url, timeout=30)
 
     def stop(self) -> None:
+        if self.server.should_exit:
+            return
         self.client.close()
         self.server.should_exit = True
         self.thread.join(timeout=30)

@@ -18,13 +18,15 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import orjson
 
 from loopml import __version__
-from loopml.config import ServeConfig
+from loopml.config import MonitorConfig, ServeConfig
 from loopml.errors import LoopmlError
+from loopml.monitor.live import LiveMonitor
 from loopml.serve.batcher import Batcher, BatchTooLarge, QueueFull
 from loopml.serve.metrics import ServerMetrics
 from loopml.serve.protocols import RequestError, encode_v2, mlflow_response, parse_mlflow, parse_v2
@@ -49,13 +51,16 @@ class ServeSettings:
     admin_token: str | None = None  # LOOPML_ADMIN_TOKEN; admin endpoints are off without it
     api_keys: tuple[str, ...] = ()  # LOOPML_API_KEYS; inference needs one of them when set
     access_log: bool = True
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    log_dir: str | None = None  # where the inference log and feedback go; None: no log
 
 
 class Deployment:
     """A runtime with its own batcher: one served model version."""
 
-    def __init__(self, runtime: ModelRuntime, source: ModelSource, cfg: ServeConfig, metrics: ServerMetrics):
+    def __init__(self, runtime: ModelRuntime, source: ModelSource, settings: ServeSettings, metrics: ServerMetrics):
         self.runtime, self.source = runtime, source
+        cfg = settings.serve
         labels = (runtime.name, runtime.version)
         batch_hist, depth = metrics.batch_size.labels(*labels), metrics.queue_depth.labels(*labels)
 
@@ -65,6 +70,9 @@ class Deployment:
 
         self.batcher = Batcher(runtime.predict, cfg.max_batch_size, cfg.max_delay_ms / 1000, cfg.max_queue, on_batch)
         metrics.load_seconds.labels(*labels).set(runtime.load_seconds)
+        self.monitor = LiveMonitor(runtime.name, runtime.version, runtime.features, runtime.reference_profile(),
+                                   settings.monitor, Path(settings.log_dir) if settings.log_dir and settings.monitor.log
+                                   else None, metrics)  # fmt: skip
 
 
 class HttpError(Exception):
@@ -98,6 +106,7 @@ class ServingApp:
             ("GET", "/openapi.json"): self.openapi,
             ("POST", "/admin/reload"): self.admin_reload,
             ("POST", "/admin/traffic"): self.admin_traffic,
+            ("POST", "/feedback"): self.feedback,
         }
 
     # -- ASGI ------------------------------------------------------------------------------
@@ -130,6 +139,7 @@ class ServingApp:
                     raise HttpError(404, f"no endpoint {path}; see /openapi.json")
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
             request_id = headers.get("x-request-id") or uuid.uuid4().hex
+            ctx["request_id"] = request_id
             status, body, extra = await handler(scope, receive, headers, ctx, *args)
             await _respond(send, status, body, extra + [(b"x-request-id", request_id.encode())])
         except HttpError as exc:
@@ -189,6 +199,7 @@ class ServingApp:
         for deployment in (self.primary, self.canary):
             if deployment:
                 await deployment.batcher.close()  # drains: queued requests are answered first
+                await deployment.monitor.close()
 
     async def _deploy(self, source: ModelSource) -> Deployment:
         """Load, warm and start a model version off the event loop."""
@@ -203,8 +214,9 @@ class ServingApp:
             return runtime
 
         runtime = await loop.run_in_executor(None, load)
-        deployment = Deployment(runtime, source, self.cfg, self.metrics)
+        deployment = Deployment(runtime, source, self.settings, self.metrics)
         deployment.batcher.start()
+        deployment.monitor.start()
         return deployment
 
     async def reload(self) -> dict:
@@ -220,6 +232,7 @@ class ServingApp:
             self.primary = new  # new requests go to the new version from here on
             self._publish_traffic()
             await old.batcher.close()  # requests already queued on the old version finish there
+            await old.monitor.close()
             logger.info("reloaded %s: v%s -> v%s", new.runtime.name, old.runtime.version, new.runtime.version)
             return {"reloaded": True, "version": new.runtime.version, "previous": old.runtime.version}
 
@@ -265,6 +278,7 @@ class ServingApp:
         body = await self._body(receive, headers)
         matrix, request = _parse(parse_v2, body, headers.get("inference-header-content-length"), runtime.features)
         outputs = await self._predict(deployment, matrix)
+        deployment.monitor.observe(ctx["request_id"], matrix, outputs["predict"])
         try:
             payload, header_length = encode_v2(outputs, request, runtime.name, runtime.version)
         except RequestError as exc:
@@ -284,6 +298,7 @@ class ServingApp:
         body = await self._body(receive, headers)
         matrix = _parse(parse_mlflow, body, headers.get("content-type", "application/json"), runtime.features)
         outputs = await self._predict(deployment, matrix)
+        deployment.monitor.observe(ctx["request_id"], matrix, outputs["predict"])
         headers_out = [(b"content-type", JSON), (b"x-model-version", runtime.version.encode())]
         return 200, mlflow_response(outputs["predict"]), headers_out
 
@@ -387,6 +402,25 @@ class ServingApp:
             logger.exception("reload failed")
             raise HttpError(500, f"reload failed, the current version keeps serving: {exc}") from None
         return 200, orjson.dumps(result), [(b"content-type", JSON)]
+
+    async def feedback(self, scope, receive, headers, ctx):
+        """Ground truth for earlier requests: {"id": ..., "label": ...} or {"feedback": [...]}, keyed by
+        the x-request-id the prediction came back with (a row number, "row", picks one row of a batch)."""
+        self._authorize_inference(headers)
+        payload = _parse(lambda raw: orjson.loads(raw), await self._body(receive, headers))
+        items = payload.get("feedback", [payload]) if isinstance(payload, dict) else None
+        if (
+            not isinstance(items, list)
+            or not items
+            or not all(isinstance(i, dict) and isinstance(i.get("id"), str) and "label" in i for i in items)
+        ):
+            raise HttpError(400, 'send {"id": REQUEST_ID, "label": VALUE} or {"feedback": [{"id": ..., "label": ...}]}')
+        if self.primary is None or self.settings.log_dir is None:
+            raise HttpError(
+                409, "this server keeps no inference log (run it inside a project), so feedback has no home"
+            )
+        self.primary.monitor.feedback(items)
+        return 200, orjson.dumps({"accepted": len(items)}), [(b"content-type", JSON)]
 
     async def admin_traffic(self, scope, receive, headers, ctx):
         self._authorize_admin(headers)

@@ -25,6 +25,13 @@ class ServerMetrics:
         self.traffic = Gauge("loopml_traffic_share", "Share of traffic routed to each version (0-1).",
                              ["model", "version"], registry=r)  # fmt: skip
 
+        self.feature_drift = Gauge("loopml_feature_drift", "Live drift of a feature (or __prediction__).",
+                                   ["model", "version", "feature", "stat"], registry=r)  # fmt: skip
+        self.dataset_drift = Gauge("loopml_dataset_drift", "1 when the live window shows dataset drift.",
+                                   ["model", "version"], registry=r)  # fmt: skip
+        self.drifted_share = Gauge("loopml_drifted_feature_share", "Share of columns drifted in the live window.",
+                                   ["model", "version"], registry=r)  # fmt: skip
+
     def render(self) -> bytes:
         from prometheus_client import generate_latest
 

@@ -94,6 +94,20 @@ def spec(model: str, features: list[str]) -> dict[str, Any]:
             "/health": get("MLflow health"),
             "/version": get("MLflow version"),
             "/metrics": get("Prometheus metrics"),
+            "/feedback": {
+                "post": {
+                    "summary": "ground-truth labels for earlier requests",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {"type": "object", "properties": {"id": {"type": "string"}, "label": {}}}
+                            }
+                        },
+                    },
+                    "responses": {"200": ok, "400": ERROR, "409": ERROR},
+                }
+            },
             "/admin/reload": {
                 "post": {
                     "summary": "load the alias's current version",

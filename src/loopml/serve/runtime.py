@@ -96,6 +96,15 @@ class ModelRuntime:
         for rows in sorted({1, batch_size}):
             self.predict(np.zeros((rows, self.n_features)))
 
+    def reference_profile(self):
+        """The training data's profile shipped in the package, or None for packages without one."""
+        import json
+
+        from loopml.data.profile import Profile
+
+        path = Path(self.predictor.path) / "reference_profile.json"
+        return Profile.from_dict(json.loads(path.read_text())) if path.is_file() else None
+
     # -- metadata --------------------------------------------------------------------------
     def output_specs(self) -> list[dict[str, Any]]:
         specs = []

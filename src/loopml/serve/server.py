@@ -9,7 +9,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from loopml.config import ServeConfig
+from loopml.config import MonitorConfig, ServeConfig
 from loopml.errors import ConfigError
 from loopml.serve.app import ServeSettings, create_app
 from loopml.serve.runtime import ModelSource
@@ -39,10 +39,12 @@ def resolve(model: str | None, canary: str | None, project=None, overrides: dict
             raise ConfigError(f'--canary must look like "challenger:10" (an alias and a percent 0-100); got "{canary}"')
         canary_source = ModelSource(primary.name, f"models:/{primary.name}@{alias}", alias)
     keys = tuple(k.strip() for k in os.environ.get("LOOPML_API_KEYS", "").split(",") if k.strip())
+    monitor = project.config.monitor if project else MonitorConfig()
+    log_dir = str(project.root / monitor.log_dir) if project else None
     return ServeSettings(
         primary=primary, serve=serve, canary=canary_source, canary_percent=percent,
         tracking_uri=project.tracking_uri if project else os.environ.get("MLFLOW_TRACKING_URI"),
-        admin_token=os.environ.get("LOOPML_ADMIN_TOKEN") or None, api_keys=keys,
+        admin_token=os.environ.get("LOOPML_ADMIN_TOKEN") or None, api_keys=keys, monitor=monitor, log_dir=log_dir,
     )  # fmt: skip
 
 
@@ -70,7 +72,8 @@ def _source(model: str | None, default_name: str | None) -> ModelSource:
 
 def settings_to_json(settings: ServeSettings) -> str:
     raw = asdict(settings)
-    raw["serve"] = settings.serve.model_dump()  # a pydantic model inside the dataclass
+    raw["serve"] = settings.serve.model_dump()  # pydantic models inside the dataclass
+    raw["monitor"] = settings.monitor.model_dump()
     return json.dumps(raw)
 
 
@@ -80,7 +83,7 @@ def settings_from_json(text: str) -> ServeSettings:
         primary=ModelSource(**raw["primary"]), serve=ServeConfig(**raw["serve"]),
         canary=ModelSource(**raw["canary"]) if raw["canary"] else None, canary_percent=raw["canary_percent"],
         tracking_uri=raw["tracking_uri"], admin_token=raw["admin_token"], api_keys=tuple(raw["api_keys"]),
-        access_log=raw["access_log"],
+        access_log=raw["access_log"], monitor=MonitorConfig(**raw["monitor"]), log_dir=raw["log_dir"],
     )  # fmt: skip
 
 

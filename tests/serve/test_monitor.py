@@ -1,0 +1,66 @@
+"""Live monitoring in the server: drift gauges from shifted traffic, the inference log, feedback."""
+
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from loopml.config import MonitorConfig
+from tests.serve.conftest import settings_for
+
+pytestmark = pytest.mark.slow
+
+
+def test_shifted_traffic_shows_in_gauges_log_and_feedback(digits_run, start, tmp_path):
+    settings = settings_for(digits_run)
+    settings.monitor = MonitorConfig(every_s=0.3, window=200)
+    settings.log_dir = str(tmp_path / "log")
+    live = start(settings)
+    rows = pd.read_parquet(digits_run / "data" / "raw" / "digits.parquet").drop(columns="label").head(200)
+    shifted = np.clip(rows.to_numpy() * 0.3 + 8, 0, 16)  # washed-out images: a real covariate shift
+    ids = []
+    for chunk in np.array_split(shifted, 20):
+        response = live.client.post("/invocations", json={"instances": chunk.tolist()})
+        assert response.status_code == 200
+        ids.append(response.headers["x-request-id"])
+    deadline = time.monotonic() + 20
+    metrics = ""
+    while time.monotonic() < deadline and 'loopml_dataset_drift{model="digits",version="1"} 1.0' not in metrics:
+        time.sleep(0.3)
+        metrics = live.client.get("/metrics").text
+    assert 'loopml_dataset_drift{model="digits",version="1"} 1.0' in metrics
+    assert 'loopml_feature_drift{feature="pixel_20",model="digits",stat="psi",version="1"}' in metrics
+    assert 'feature="__prediction__"' in metrics
+
+    feedback = live.client.post(
+        "/feedback", json={"feedback": [{"id": ids[0], "label": 3}, {"id": ids[1], "label": 4}]}
+    )
+    assert feedback.status_code == 200 and feedback.json() == {"accepted": 2}
+    assert live.client.post("/feedback", json={"label": 3}).status_code == 400
+    live.stop()  # shutdown flushes what is buffered
+    log = pd.concat(pd.read_parquet(p) for p in sorted((tmp_path / "log").glob("inferences-*.parquet")))
+    assert len(log) == 200 and set(log["id"]) == set(ids) and (log["version"] == "1").all()
+    assert {"time", "row", "pixel_0", "__prediction__"} <= set(log.columns)
+    labels = pd.concat(pd.read_parquet(p) for p in (tmp_path / "log").glob("feedback-*.parquet"))
+    assert sorted(labels["id"]) == sorted(ids[:2])
+
+
+def test_same_distribution_traffic_is_not_drift(digits_run, start):
+    settings = settings_for(digits_run)
+    settings.monitor = MonitorConfig(every_s=0.3, window=300)
+    live = start(settings)
+    rows = (
+        pd.read_parquet(digits_run / "data" / "raw" / "digits.parquet")
+        .drop(columns="label")
+        .sample(300, random_state=0)
+    )
+    for chunk in np.array_split(rows.to_numpy(), 10):
+        assert live.client.post("/invocations", json={"instances": chunk.tolist()}).status_code == 200
+    deadline = time.monotonic() + 20
+    metrics = ""
+    while time.monotonic() < deadline and "loopml_dataset_drift{" not in metrics:
+        time.sleep(0.3)
+        metrics = live.client.get("/metrics").text
+    assert 'loopml_dataset_drift{model="digits",version="1"} 0.0' in metrics
+    assert live.client.post("/feedback", json={"id": "x", "label": 1}).status_code == 409  # no log: no home
