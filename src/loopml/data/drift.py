@@ -94,10 +94,8 @@ def _numeric(ref: ColumnProfile, cur: ColumnProfile) -> dict[str, float | None]:
     cdf_p, cdf_q = np.cumsum(p), np.cumsum(q)  # at each edge (after under, after each cell)
     ks = float(np.max(np.abs(cdf_p - cdf_q)))
     stats["ks"] = ks
-    from scipy.stats import kstwo
-
     effective = n_ref * n_cur / (n_ref + n_cur)
-    stats["ks_pvalue"] = float(kstwo.sf(ks, max(1, round(effective))))
+    stats["ks_pvalue"] = _ks_pvalue(ks, effective)
     stats["wasserstein"] = _wasserstein(ref, cur, cdf_p, cdf_q, n_cur)
     std = ref.std
     if std > 0:
@@ -106,6 +104,16 @@ def _numeric(ref: ColumnProfile, cur: ColumnProfile) -> dict[str, float | None]:
         stats["wasserstein_norm"] = 0.0 if stats["wasserstein"] == 0 else float("inf")
     stats["jensen_shannon"] = _jensen_shannon(p, q)
     return stats
+
+
+def _ks_pvalue(ks: float, n: float) -> float:
+    """scipy.stats.kstwo for small samples; its large-n limit (kstwobign) past 10,000, where the
+    two agree to ~1e-3 and the exact sum costs tens of milliseconds per column."""
+    from scipy.stats import kstwo, kstwobign
+
+    if n <= 10_000:
+        return float(kstwo.sf(ks, max(1, round(n))))
+    return float(kstwobign.sf(ks * np.sqrt(n)))
 
 
 def _wasserstein(ref: ColumnProfile, cur: ColumnProfile, cdf_p: np.ndarray, cdf_q: np.ndarray, n_cur: int) -> float:
