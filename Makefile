@@ -44,6 +44,7 @@ bench: setup
 	$(BIN)/python bench/rerun.py
 	$(BIN)/python bench/train_overhead.py
 	$(BIN)/python bench/serve_vs_mlflow.py
+	$(BIN)/python bench/drift_vs_evidently.py
 
 # Environments. CPU: the default .venv. CUDA: a separate .venv-cuda with PyTorch's CUDA build,
 # ending with the check that matters. MLflow UI: the demo project's store on 127.0.0.1:5000.

@@ -64,9 +64,8 @@ def test_every_version_carries_its_reference_profile(digits_run):
 
     client_for(digits_run)
     local = mlflow.artifacts.download_artifacts("models:/digits@champion")
-    profile = Profile.from_dict(
-        json.loads((Path(local) / "artifacts" / "package" / "reference_profile.json").read_text())
-    )
+    stored = next(Path(local).rglob("reference_profile.json"))  # inside the logged package folder
+    profile = Profile.from_dict(json.loads(stored.read_text()))
     assert len(profile.columns) == 65 and profile.columns[PREDICTION_COLUMN].kind == "categorical"
     assert profile.columns["pixel_10"].present > 1000
 
