@@ -61,6 +61,8 @@ def log_native_sklearn(project: Path, tracking_uri: str, example) -> str:
 
     mlflow.set_tracking_uri(tracking_uri)
     estimator = joblib.load(project / "outputs" / "model" / "estimator.joblib")
+    # artifacts inside the temporary project, not ./mlruns wherever the benchmark was started
+    mlflow.create_experiment("bench-native", artifact_location=(project / ".loopml" / "artifacts").as_uri())
     mlflow.set_experiment("bench-native")
     with mlflow.start_run():
         mlflow.sklearn.log_model(estimator, name="model", input_example=example, registered_model_name="bench-sklearn")
