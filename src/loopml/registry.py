@@ -225,10 +225,6 @@ def list_versions(project: Project) -> list[dict[str, Any]]:
     return sorted(described, key=lambda v: int(v["version"]), reverse=True)
 
 
-def run_metrics(run_id: str) -> dict[str, float]:
-    return dict(MlflowClient().get_run(run_id).data.metrics)
-
-
 def _move_alias(client: MlflowClient, name: str, alias: str, version: str, reason: str,
                 record_previous: bool = True) -> None:  # fmt: skip
     if alias == CHAMPION and record_previous:

@@ -52,17 +52,6 @@ def read_table(path: str | Path, columns: list[str] | None = None) -> pd.DataFra
     return frame
 
 
-def write_table(frame: pd.DataFrame, path: str | Path) -> None:
-    """Write a table in the format its suffix names (used for derived data, never raw data)."""
-    fmt = table_format(str(path))
-    if not is_url(str(path)):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "parquet":
-        frame.to_parquet(path, index=False)
-    else:
-        frame.to_csv(path, sep="\t" if fmt == "tsv" else ",", index=False)
-
-
 def file_digest(path: str | Path) -> str:
     """MD5 of the file's bytes: the same digest DVC records for a file in dvc.lock."""
     digest = hashlib.md5()
