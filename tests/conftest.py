@@ -62,21 +62,22 @@ def prepare(project: Path) -> None:
     subprocess.run([sys.executable, "prepare.py"], cwd=project, check=True, capture_output=True)
 
 
-@pytest.fixture
-def digits(tmp_path: Path) -> Path:
-    """A fresh digits project with its raw data prepared (no stage run yet)."""
-    project = tmp_path / "digits"
-    loopml("init", str(project), "--template", "digits", cwd=tmp_path)
+def new_project(tmp_path: Path, template: str) -> Path:
+    """A fresh project from `template` with its raw data prepared (no stage run yet)."""
+    project = tmp_path / template
+    loopml("init", str(project), "--template", template, cwd=tmp_path)
     prepare(project)
     return project
+
+
+@pytest.fixture
+def digits(tmp_path: Path) -> Path:
+    return new_project(tmp_path, "digits")
 
 
 @pytest.fixture
 def tabular(tmp_path: Path) -> Path:
-    project = tmp_path / "tabular"
-    loopml("init", str(project), "--template", "tabular", cwd=tmp_path)
-    prepare(project)
-    return project
+    return new_project(tmp_path, "tabular")
 
 
 @pytest.fixture(scope="module")

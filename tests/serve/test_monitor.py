@@ -12,6 +12,16 @@ from tests.serve.conftest import settings_for
 pytestmark = pytest.mark.slow
 
 
+def wait_for_metrics(live, needle: str, seconds: float = 20) -> str:
+    """/metrics once it contains `needle` (drift is computed every monitor.every_s), or at the deadline."""
+    deadline = time.monotonic() + seconds
+    metrics = ""
+    while time.monotonic() < deadline and needle not in metrics:
+        time.sleep(0.3)
+        metrics = live.client.get("/metrics").text
+    return metrics
+
+
 def test_shifted_traffic_shows_in_gauges_log_and_feedback(digits_run, start, tmp_path):
     settings = settings_for(digits_run)
     settings.monitor = MonitorConfig(every_s=0.3, window=200)
@@ -24,11 +34,7 @@ def test_shifted_traffic_shows_in_gauges_log_and_feedback(digits_run, start, tmp
         response = live.client.post("/invocations", json={"instances": chunk.tolist()})
         assert response.status_code == 200
         ids.append(response.headers["x-request-id"])
-    deadline = time.monotonic() + 20
-    metrics = ""
-    while time.monotonic() < deadline and 'loopml_dataset_drift{model="digits",version="1"} 1.0' not in metrics:
-        time.sleep(0.3)
-        metrics = live.client.get("/metrics").text
+    metrics = wait_for_metrics(live, 'loopml_dataset_drift{model="digits",version="1"} 1.0')
     assert 'loopml_dataset_drift{model="digits",version="1"} 1.0' in metrics
     assert 'loopml_feature_drift{feature="pixel_20",model="digits",stat="psi",version="1"}' in metrics
     assert 'feature="__prediction__"' in metrics
@@ -57,10 +63,6 @@ def test_same_distribution_traffic_is_not_drift(digits_run, start):
     )
     for chunk in np.array_split(rows.to_numpy(), 10):
         assert live.client.post("/invocations", json={"instances": chunk.tolist()}).status_code == 200
-    deadline = time.monotonic() + 20
-    metrics = ""
-    while time.monotonic() < deadline and "loopml_dataset_drift{" not in metrics:
-        time.sleep(0.3)
-        metrics = live.client.get("/metrics").text
+    metrics = wait_for_metrics(live, "loopml_dataset_drift{")
     assert 'loopml_dataset_drift{model="digits",version="1"} 0.0' in metrics
     assert live.client.post("/feedback", json={"id": "x", "label": 1}).status_code == 409  # no log: no home

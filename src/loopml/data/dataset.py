@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from loopml.data.io import read_table
-from loopml.data.schema import _missing_column
+from loopml.data.schema import missing_column
 from loopml.errors import DataError
 from loopml.project import Project
 
@@ -38,7 +38,7 @@ def load_dataset(project: Project) -> Dataset:
     frame = read_table(project.data_path)
     target = cfg.data.target
     if target not in frame.columns:
-        raise DataError(f"{cfg.data.path}: " + _missing_column(target, frame, "data.target"))
+        raise DataError(f"{cfg.data.path}: " + missing_column(target, frame, "data.target"))
     features = [str(c) for c in frame.columns if c != target]
     if not features:
         raise DataError(f"{cfg.data.path}: no feature columns besides the target {target!r}")

@@ -124,10 +124,10 @@ def validate_frame(frame: pd.DataFrame, schema, rules: dict[str, list[str]], tar
 
     report = ValidationReport(rows=len(frame), columns=len(frame.columns))
     if target not in frame.columns:
-        raise DataError(_missing_column(target, frame, "data.target"))
+        raise DataError(missing_column(target, frame, "data.target"))
     for column in rules:
         if column not in frame.columns:
-            raise ConfigError(f"loopml.yaml: data.rules: {_missing_column(column, frame, 'the rule')}")
+            raise ConfigError(f"loopml.yaml: data.rules: {missing_column(column, frame, 'the rule')}")
     columns = dict(schema.columns)
     for name in list(columns):
         if name not in frame.columns:
@@ -195,7 +195,7 @@ def _summarize(cases: pd.DataFrame) -> list[Failure]:
     return failures
 
 
-def _missing_column(name: str, frame: pd.DataFrame, what: str) -> str:
+def missing_column(name: str, frame: pd.DataFrame, what: str) -> str:
     import difflib
 
     close = difflib.get_close_matches(name, [str(c) for c in frame.columns], n=1)

@@ -27,7 +27,7 @@ def render(context: dict[str, Any]) -> str:
     return env.from_string(template).render(plots=plots, **context)
 
 
-def _figure():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -36,15 +36,15 @@ def _figure():
     return plt
 
 
-def _png(fig) -> str:
+def png_base64(fig) -> str:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    _figure().close(fig)
+    pyplot().close(fig)
     return base64.b64encode(buffer.getvalue()).decode()
 
 
 def _confusion(labels: list[str], matrix: np.ndarray) -> str:
-    plt = _figure()
+    plt = pyplot()
     size = max(4.0, 0.45 * len(labels) + 2)
     fig, ax = plt.subplots(figsize=(size, size * 0.85))
     image = ax.imshow(matrix, cmap="Blues")
@@ -57,11 +57,11 @@ def _confusion(labels: list[str], matrix: np.ndarray) -> str:
         ax.text(j, i, str(value), ha="center", va="center", fontsize=8,
                 color="white" if value > threshold else "black")  # fmt: skip
     fig.colorbar(image, ax=ax, fraction=0.046)
-    return _png(fig)
+    return png_base64(fig)
 
 
 def _roc(curves: list[dict]) -> str:
-    plt = _figure()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 4.5))
     for curve in curves:
         ax.plot(curve["fpr"], curve["tpr"], lw=1.2, label=curve["label"])
@@ -69,11 +69,11 @@ def _roc(curves: list[dict]) -> str:
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
     ax.legend(fontsize=7, ncol=2, loc="lower right")
-    return _png(fig)
+    return png_base64(fig)
 
 
 def _residuals(y_true: np.ndarray, y_pred: np.ndarray) -> str:
-    plt = _figure()
+    plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 4))
     left.scatter(y_pred, y_true - y_pred, s=8, alpha=0.6)
     left.axhline(0, color="grey", lw=0.8)
@@ -84,4 +84,4 @@ def _residuals(y_true: np.ndarray, y_pred: np.ndarray) -> str:
     right.plot([low, high], [low, high], ls="--", color="grey", lw=0.8)
     right.set_xlabel("true")
     right.set_ylabel("predicted")
-    return _png(fig)
+    return png_base64(fig)

@@ -9,7 +9,7 @@ import numpy as np
 
 from loopml.data.drift import DriftReport
 from loopml.data.profile import ColumnProfile, Profile
-from loopml.evaluate.report import _figure, _png
+from loopml.evaluate.report import png_base64, pyplot
 
 MAX_PLOTS = 24  # the most severe columns get a plot; a 500-column report stays small
 
@@ -31,7 +31,7 @@ def _severity(column) -> tuple:
 
 
 def _plot(ref: ColumnProfile, cur: ColumnProfile) -> str:
-    plt = _figure()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.6, 2.6))
     if ref.kind == "numeric":
         labels, p, q = _deciles(ref, cur)
@@ -50,7 +50,7 @@ def _plot(ref: ColumnProfile, cur: ColumnProfile) -> str:
     ax.set_xticks(x, labels=labels, rotation=45 if len(labels) > 6 else 0, fontsize=7, ha="right")
     ax.set_ylabel("share")
     ax.legend(fontsize=7)
-    return _png(fig)
+    return png_base64(fig)
 
 
 def _deciles(ref: ColumnProfile, cur: ColumnProfile):

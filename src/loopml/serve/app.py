@@ -30,7 +30,7 @@ from loopml.monitor.live import LiveMonitor
 from loopml.serve.batcher import Batcher, BatchTooLarge, QueueFull
 from loopml.serve.metrics import ServerMetrics
 from loopml.serve.protocols import RequestError, encode_v2, mlflow_response, parse_mlflow, parse_v2
-from loopml.serve.runtime import ModelRuntime, ModelSource, check_matrix
+from loopml.serve.runtime import ModelRuntime, ModelSource, check_matrix, resolve_version
 
 logger = logging.getLogger(__name__)
 access_log = logging.getLogger("loopml.access")
@@ -204,7 +204,7 @@ class ServingApp:
     async def _deploy(self, source: ModelSource) -> Deployment:
         """Load, warm and start a model version off the event loop."""
         loop = asyncio.get_running_loop()
-        version = await loop.run_in_executor(None, _resolve_version, source, self.settings.tracking_uri)
+        version = await loop.run_in_executor(None, resolve_version, source, self.settings.tracking_uri)
 
         def load() -> ModelRuntime:
             runtime = ModelRuntime.load(source, version)
@@ -224,7 +224,7 @@ class ServingApp:
         async with self._reload_lock:
             old = self.primary
             version = await asyncio.get_running_loop().run_in_executor(
-                None, _resolve_version, old.source, self.settings.tracking_uri
+                None, resolve_version, old.source, self.settings.tracking_uri
             )
             if version == old.runtime.version:
                 return {"reloaded": False, "version": version, "reason": "already serving this version"}
@@ -445,14 +445,6 @@ def from_environment() -> ServingApp:
     from loopml.serve.server import settings_from_json
 
     return create_app(settings_from_json(os.environ["LOOPML_SERVE_SETTINGS"]))
-
-
-def _resolve_version(source: ModelSource, tracking_uri: str | None) -> str:
-    if not source.uri.startswith("models:/"):
-        return "local"
-    from loopml import registry
-
-    return registry.resolve_version(source.uri, tracking_uri)
 
 
 def _parse(parser, *args):

@@ -16,20 +16,18 @@ from loopml.data.io import table_format
 from loopml.errors import DataError
 from loopml.progress import progress_bar
 from loopml.serve.protocols import RequestError, frame_matrix
-from loopml.serve.runtime import ModelRuntime, ModelSource
+from loopml.serve.runtime import ModelRuntime, ModelSource, resolve_version
 
 
 def predict_file(source: ModelSource, input_path: str, output_path: str, chunk_rows: int = 65_536,
                  proba: bool = False, show_progress: bool = True) -> dict[str, Any]:  # fmt: skip
-    from loopml.serve.app import _resolve_version
-
     if Path(input_path).resolve() == Path(output_path).resolve():
         raise DataError(f"--output {output_path} is the input file; loopml never overwrites input data")
     fmt_in, fmt_out = table_format(input_path), table_format(output_path)
     if "://" not in input_path and not Path(input_path).is_file():
         raise DataError(f"{input_path}: no such file")
     started = time.perf_counter()
-    version = _resolve_version(source, None)
+    version = resolve_version(source, None)
     runtime = ModelRuntime.load(source, version)
     chunks, total = _chunks(input_path, fmt_in, chunk_rows)
     writer = _Writer(output_path, fmt_out)

@@ -130,6 +130,15 @@ class ModelRuntime:
         }
 
 
+def resolve_version(source: ModelSource, tracking_uri: str | None) -> str:
+    """The registry version a source points at now (a package folder is "local")."""
+    if not source.uri.startswith("models:/"):
+        return "local"
+    from loopml import registry
+
+    return registry.resolve_version(source.uri, tracking_uri)
+
+
 def v2_datatype(dtype: np.dtype) -> str:
     if dtype.kind in ("U", "S", "O"):
         return "BYTES"
