@@ -48,6 +48,9 @@ class DataConfig(Section):
     test_size: float = Field(0.2, gt=0, lt=1)  # share of rows held out for evaluation
     seed: int = 42  # seeds the train/test split, so every stage sees the same split
     schema_file: str = "schema.yaml"  # where `validate` pins the inferred pandera schema
+    # Labelled live traffic the loop adds (Parquet files, DVC-tracked): appended to `path` when
+    # validating and training, so a retrained model learns from what production now looks like.
+    traffic: str = "data/traffic"
     # Extra checks per column, each like ">= 0", "between 0 and 16", "in [a, b]", "not null",
     # "unique", "matches ^[A-Z]+$".
     rules: dict[str, list[str]] = {}
@@ -160,6 +163,40 @@ class MonitorConfig(Section):
     log_keep_files: int = Field(200, ge=1)  # oldest log files are deleted past this many
 
 
+class LoopConfig(Section):
+    """`loopml monitor --watch`: when to retrain, and how a challenger earns the champion alias."""
+
+    server: str = "http://127.0.0.1:8000"  # the loopml server canaries run on (admin token: LOOPML_ADMIN_TOKEN)
+    check_every_s: float = Field(60, gt=0)  # how often the watcher reads the inference log
+    since: str = "1h"  # traffic older than this is not looked at ("30m", "6h", "2d")
+    min_rows: int = Field(500, ge=1)  # rows of traffic before drift may trigger a retrain
+    on_drift: bool = True  # dataset drift of the champion's traffic triggers a retrain
+    max_metric_drop: float | None = Field(0.05, ge=0)  # live accuracy this far below the evaluated one
+    # (regression: live MAE this share above the evaluated one) triggers a retrain; null: never
+    min_labelled: int = Field(200, ge=1)  # labelled traffic rows needed to judge performance or retrain
+    canary_percent: float = Field(20, gt=0, le=100)  # share of traffic the challenger gets
+    canary_min_labelled: int = Field(100, ge=1)  # labelled rows per version before the canary is judged
+    canary_max_wait_s: float = Field(1800, gt=0)  # still undecided then: roll back
+    promote_margin: float = 0.0  # challenger minus champion live accuracy (regression: MAE gain) needed
+    max_latency_ratio: float = Field(1.5, gt=0)  # challenger p95 latency / champion p95 latency, at most
+    max_error_rate: float = Field(0.01, ge=0, le=1)  # challenger 5xx share above the champion's, at most
+    cooldown_s: float = Field(600, ge=0)  # after a decision, no new retrain for this long
+
+    @field_validator("since")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in "90s", "30m", "6h", "2d" (a bare number is seconds)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", str(text))
+    if not match:
+        raise ValueError(f'must be a duration like "90s", "30m", "6h" or "2d"; got "{text}"')
+    return float(match[1]) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]
+
+
 class Config(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # the registered model's name
     task: Literal["classification", "regression"]
@@ -169,6 +206,7 @@ class Config(Section):
     gates: GatesConfig = GatesConfig()
     serve: ServeConfig = ServeConfig()
     monitor: MonitorConfig = MonitorConfig()
+    loop: LoopConfig = LoopConfig()
 
     @model_validator(mode="after")
     def _gate_metrics_exist(self) -> Config:

@@ -55,12 +55,24 @@ def tool_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def dvc_add(root: Path, path: str) -> str:
+    """`dvc add PATH`: cache it and record its hash in PATH.dvc; returns that hash."""
+    import yaml
+
+    done = subprocess.run([sys.executable, "-m", "dvc", "add", "-q", path], cwd=root, env=tool_env(),
+                          capture_output=True, text=True)  # fmt: skip
+    if done.returncode != 0:
+        raise PipelineError(f"`dvc add {path}` failed in {root}: {done.stderr.strip() or done.stdout.strip()}")
+    return yaml.safe_load((root / f"{path}.dvc").read_text())["outs"][0]["md5"]
+
+
 def repro(project: Project, force: bool = False, resume: bool = False,
-          echo: Callable[[str], None] = lambda line: None) -> tuple[list[StageRun], int]:  # fmt: skip
+          echo: Callable[[str], None] = lambda line: None,
+          extra_env: dict[str, str] | None = None) -> tuple[list[StageRun], int]:  # fmt: skip
     """Run `dvc repro`; returns each stage's outcome and DVC's exit code."""
     names = stage_names(project)
     cmd = [sys.executable, "-m", "dvc", "repro"] + (["--force"] if force else [])
-    env = tool_env({"LOOPML_RESUME": "1"} if resume else None)
+    env = tool_env({**({"LOOPML_RESUME": "1"} if resume else {}), **(extra_env or {})})
     status: dict[str, str] = {}
     started: dict[str, float] = {}
     started_wall: dict[str, float] = {}

@@ -5,10 +5,12 @@ The layout is a contract shared by the stages, `dvc.yaml` and the tests:
     loopml.yaml            the config (committed)
     schema.yaml            the pinned pandera schema (committed)
     data/raw/...           raw data (DVC-tracked; never modified by loopml)
+    data/traffic/          labelled live traffic the loop adds (DVC-tracked with `dvc add`)
     outputs/<stage>.json   each stage's result: seconds, key figure, details (DVC outputs)
     outputs/model/         the packaged model the train stage produced
     reports/               evaluation.html and metrics.json
-    .loopml/               local state: mlflow.db, artifacts/, checkpoints/ (git-ignored)
+    reports/loop.log       every decision of `loopml monitor --watch`, for people
+    .loopml/               local state: mlflow.db, artifacts/, checkpoints/, inference/ (git-ignored)
 """
 
 from __future__ import annotations
@@ -65,6 +67,14 @@ class Project:
     @property
     def schema_path(self) -> Path:
         return self.root / self.config.data.schema_file
+
+    @property
+    def traffic_dir(self) -> Path:
+        return self.root / self.config.data.traffic
+
+    @property
+    def inference_log(self) -> Path:
+        return self.root / self.config.monitor.log_dir
 
     @property
     def outputs(self) -> Path:

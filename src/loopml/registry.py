@@ -209,6 +209,46 @@ def rollback(project: Project, reason: str) -> dict[str, Any]:
     return _describe(client.get_model_version(project.config.name, previous))
 
 
+def describe(project: Project, version: str) -> dict[str, Any]:
+    """One version: aliases it holds now, tags (metrics, gates, alias history), run and source."""
+    client = connect(project)
+    info = _describe(_version(client, project.config.name, version))
+    aliases = client.get_registered_model(project.config.name).aliases
+    info["aliases"] = sorted(a for a, v in aliases.items() if str(v) == info["version"])
+    return info
+
+
+def reference_profile(project: Project, version: str):
+    """The reference profile shipped inside a registered version's package (None for old packages)."""
+    from loopml.data.profile import Profile
+
+    connect(project)
+    try:
+        local = mlflow.artifacts.download_artifacts(f"models:/{project.config.name}/{version}")
+    except MlflowException as exc:
+        raise RegistryError(f"cannot download {project.config.name} v{version}: {_short(exc)}") from None
+    found = next(Path(local).rglob("reference_profile.json"), None)
+    return Profile.from_dict(json.loads(found.read_text())) if found else None
+
+
+def tag_version(project: Project, version: str, tags: dict[str, Any]) -> None:
+    client = connect(project)
+    for key, value in tags.items():
+        client.set_model_version_tag(project.config.name, version, key, str(value))
+
+
+def reject(project: Project, version: str, reason: str) -> None:
+    """A challenger that lost: tagged with why, and no longer `challenger`."""
+    client = connect(project)
+    name = project.config.name
+    client.set_model_version_tag(name, version, TAG + "rejected", _stamp(reason))
+    try:
+        if str(client.get_model_version_by_alias(name, CHALLENGER).version) == str(version):
+            client.delete_registered_model_alias(name, CHALLENGER)
+    except MlflowException:
+        pass  # no challenger alias: nothing to remove
+
+
 def list_versions(project: Project) -> list[dict[str, Any]]:
     client = connect(project)
     name = project.config.name
@@ -335,6 +375,9 @@ def register_stage(project: Project) -> dict[str, Any]:
     make_champion = bool(evaluated["becomes_champion"])
     if not make_champion:
         reason = "passed the gates; did not beat the champion"
+    if make_champion and evaluated["champion"] and os.environ.get("LOOPML_REGISTER_AS") == CHALLENGER:
+        # the loop retrained it: live traffic in a canary, not the test set alone, decides on champion
+        make_champion, reason = False, "passed the gates; challenger until its canary is judged"
     version = register(project, trained["model_uri"], trained["run_id"], tags, make_champion, reason)
     with run(project, run_id=trained["run_id"]):
         set_tags({TAG + "registered": True, TAG + "version": version["version"]})

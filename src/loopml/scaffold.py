@@ -1,4 +1,5 @@
-"""`loopml init`: write a complete project from a bundled template, then `git init` and `dvc init`."""
+"""`loopml init`: write a complete project from a bundled template, then `git init` and `dvc init`,
+and start the (empty) DVC-tracked folder the loop adds labelled traffic to."""
 
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ def init(target: Path, template: str = "digits", force: bool = False) -> dict:
         written.append(str(out.relative_to(target)))
     git = _git_init(target)
     _dvc_init(target)
+    _track_traffic(target)
     return {"project": str(target), "name": name, "template": template, "files": sorted(written),
             "git_init": git}  # fmt: skip
 
@@ -80,3 +82,12 @@ def _dvc_init(target: Path) -> None:
             raise PipelineError(
                 f"`dvc {' '.join(cmd)}` failed in {target}: {done.stderr.strip() or done.stdout.strip()}"
             )
+
+
+def _track_traffic(target: Path) -> None:
+    """`dvc add data/traffic` while it is empty: the pipeline depends on it from the start, and each
+    retraining set the loop writes there becomes a new DVC version of it."""
+    from loopml.pipeline import dvc_add
+
+    (target / "data" / "traffic").mkdir(parents=True, exist_ok=True)
+    dvc_add(target, "data/traffic")

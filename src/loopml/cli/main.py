@@ -10,7 +10,7 @@ import sys
 import typer
 
 from loopml import __version__
-from loopml.cli import deploy, doctor, drift, gpu, models, project, serve, stages
+from loopml.cli import deploy, doctor, drift, gpu, models, monitor, project, serve, stages
 
 app = typer.Typer(
     name="loopml",
@@ -59,6 +59,7 @@ project.register(app)
 stages.register(app)
 serve.register(app)
 drift.register(app)
+monitor.register(app)
 doctor.register(app)
 app.add_typer(models.app, name="models")
 app.add_typer(gpu.app, name="gpu")

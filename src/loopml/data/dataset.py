@@ -1,7 +1,9 @@
 """The dataset a project trains and evaluates on: features, target, one deterministic split.
 
 Every stage that needs data calls `load_dataset`, so train and evaluate always agree on
-which rows are held out (stratified for classification, seeded by `data.seed`).
+which rows are held out (stratified for classification, seeded by `data.seed`). The data is
+the raw table plus any labelled live traffic the loop has added under `data.traffic`; neither
+is ever written here.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from loopml.data.io import read_table
+from loopml.data.io import file_digest, is_url, read_table
 from loopml.data.schema import missing_column
 from loopml.errors import DataError
 from loopml.project import Project
@@ -35,7 +37,7 @@ def load_dataset(project: Project) -> Dataset:
     from sklearn.model_selection import train_test_split
 
     cfg = project.config
-    frame = read_table(project.data_path)
+    frame = read_data(project)
     target = cfg.data.target
     if target not in frame.columns:
         raise DataError(f"{cfg.data.path}: " + missing_column(target, frame, "data.target"))
@@ -71,3 +73,42 @@ def load_dataset(project: Project) -> Dataset:
 
 def to_matrix(frame: pd.DataFrame) -> np.ndarray:
     return frame.to_numpy(dtype=np.float32, na_value=np.nan)
+
+
+def traffic_files(project: Project) -> list:
+    folder = project.traffic_dir
+    return sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+
+
+def read_data(project: Project) -> pd.DataFrame:
+    """The raw table, then the labelled traffic rows (same columns; lossless casts to the raw dtypes)."""
+    frame = read_table(project.data_path)
+    files = traffic_files(project)
+    if not files:
+        return frame
+    extra = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    missing = [c for c in frame.columns if c not in extra.columns]
+    if missing:
+        raise DataError(
+            f"{project.config.data.traffic}: traffic files lack the columns {missing[:5]} of "
+            f"{project.config.data.path}; they were written for another dataset: move them out of the "
+            "folder and run `dvc add` on it again"
+        )
+    extra = extra[list(frame.columns)]
+    for column in frame.columns:
+        kind = frame[column].dtype
+        values = extra[column]
+        if pd.api.types.is_integer_dtype(kind) and values.notna().all() and (values % 1 == 0).all():
+            extra[column] = values.astype(kind)
+    return pd.concat([frame, extra], ignore_index=True)
+
+
+def data_digest(project: Project) -> str:
+    """A digest of everything `read_data` reads: the raw file's, combined with the traffic files'."""
+    import hashlib
+
+    raw = "remote" if is_url(project.data_path) else file_digest(project.data_path)
+    files = traffic_files(project)
+    if not files:
+        return raw
+    return hashlib.md5("".join([raw, *(file_digest(f) for f in files)]).encode()).hexdigest()

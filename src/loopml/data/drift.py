@@ -31,6 +31,12 @@ class Thresholds:
     jensen_shannon: float = 0.1
     drift_share: float = 0.5  # dataset drift when at least this share of columns drifted
 
+    @classmethod
+    def of(cls, monitor) -> Thresholds:
+        """From a project's `monitor:` section."""
+        m = monitor
+        return cls(m.psi_warn, m.psi_alert, m.wasserstein, m.jensen_shannon, m.drift_share)
+
 
 @dataclass
 class ColumnDrift:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from loopml.data.io import file_digest, is_url, read_table
+from loopml.data.dataset import data_digest, read_data
 from loopml.data.schema import infer_schema, load_schema, save_schema, validate_frame
 from loopml.errors import DataError
 from loopml.project import Project
@@ -15,7 +15,7 @@ def validate(project: Project, repin: bool = False) -> dict[str, Any]:
     """Validate the project's raw data; raise `DataError` with a report when it fails."""
     started = time.perf_counter()
     cfg = project.config
-    frame = read_table(project.data_path)
+    frame = read_data(project)
     pinned = repin or not project.schema_path.exists()
     if pinned:
         if cfg.data.target not in frame.columns:
@@ -31,7 +31,7 @@ def validate(project: Project, repin: bool = False) -> dict[str, Any]:
         "columns": report.columns,
         "schema": str(project.schema_path.relative_to(project.root)),
         "schema_pinned_now": pinned,
-        "data_digest": None if is_url(project.data_path) else file_digest(project.data_path),
+        "data_digest": data_digest(project),
         "warnings": report.warnings,
         "failures": [vars(f) for f in report.failures],
     }

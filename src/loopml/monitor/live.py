@@ -51,8 +51,13 @@ class LiveMonitor:
             self._log.append((request_id, time.time(), matrix, predictions))
 
     def feedback(self, items: list[dict]) -> None:
+        """Labels keyed by request id and row; a list label covers rows 0, 1, ... of that request."""
         now = time.time()
-        self._feedback.extend({"id": str(i["id"]), "label": i["label"], "time": now} for i in items)
+        for item in items:
+            labels = item["label"] if isinstance(item["label"], list) else [item["label"]]
+            first = int(item.get("row", 0))
+            self._feedback.extend({"id": str(item["id"]), "row": first + offset, "label": label, "time": now}
+                                  for offset, label in enumerate(labels))  # fmt: skip
 
     # -- background ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -91,9 +96,7 @@ class LiveMonitor:
         matrix = np.concatenate([m for m, _ in window])
         frame = pd.DataFrame(matrix, columns=self.features)
         frame[PREDICTION_COLUMN] = np.concatenate([p for _, p in window])
-        c = self.cfg
-        thresholds = Thresholds(c.psi_warn, c.psi_alert, c.wasserstein, c.jensen_shannon, c.drift_share)
-        report = compare(self.profile, frame, thresholds)
+        report = compare(self.profile, frame, Thresholds.of(self.cfg))
         self.last_report = report
         labels = (self.name, self.version)
         for column in report.columns:

@@ -14,7 +14,9 @@ from loopml.evaluate.report import png_base64, pyplot
 MAX_PLOTS = 24  # the most severe columns get a plot; a 500-column report stays small
 
 
-def render(report: DriftReport, reference: Profile, current: Profile, title: str) -> str:
+def render(report: DriftReport, reference: Profile, current: Profile, title: str,
+           facts: dict[str, str] | None = None) -> str:  # fmt: skip
+    """The page; `facts` (label → text) is shown as a table above the verdict (live performance, ...)."""
     import jinja2
 
     ordered = sorted(report.columns, key=_severity, reverse=True)
@@ -22,7 +24,8 @@ def render(report: DriftReport, reference: Profile, current: Profile, title: str
     template = resources.files("loopml.monitor").joinpath("drift.html.j2").read_text()
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     return env.from_string(template).render(title=title, report=report, columns=ordered, plots=plots,
-                                            drifted=sum(c.drifted for c in report.columns))  # fmt: skip
+                                            drifted=sum(c.drifted for c in report.columns),
+                                            facts=facts or {})  # fmt: skip
 
 
 def _severity(column) -> tuple:

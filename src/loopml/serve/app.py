@@ -412,9 +412,11 @@ class ServingApp:
         if (
             not isinstance(items, list)
             or not items
-            or not all(isinstance(i, dict) and isinstance(i.get("id"), str) and "label" in i for i in items)
+            or not all(_feedback_item(i) for i in items)
         ):
-            raise HttpError(400, 'send {"id": REQUEST_ID, "label": VALUE} or {"feedback": [{"id": ..., "label": ...}]}')
+            raise HttpError(400, 'send {"id": REQUEST_ID, "label": VALUE} or {"feedback": [{"id": ..., '
+                                 '"label": ...}]}; an optional "row" (an int >= 0) picks a row of a batch, and a '
+                                 "list label covers rows 0, 1, ...")  # fmt: skip
         if self.primary is None or self.settings.log_dir is None:
             raise HttpError(
                 409, "this server keeps no inference log (run it inside a project), so feedback has no home"
@@ -423,16 +425,46 @@ class ServingApp:
         return 200, orjson.dumps({"accepted": len(items)}), [(b"content-type", JSON)]
 
     async def admin_traffic(self, scope, receive, headers, ctx):
+        """{"canary_percent": N} re-splits traffic; with "canary": "ALIAS" the version behind that alias
+        is loaded (replacing any earlier canary) first, and "canary": null unloads the canary."""
         self._authorize_admin(headers)
         payload = _parse(lambda raw: orjson.loads(raw), await self._body(receive, headers))
         percent = payload.get("canary_percent") if isinstance(payload, dict) else None
         if isinstance(percent, bool) or not isinstance(percent, int | float) or not 0 <= percent <= 100:
-            raise HttpError(400, 'send {"canary_percent": N} with N between 0 and 100')
+            raise HttpError(400, 'send {"canary_percent": N} with N between 0 and 100 (and optionally '
+                                 '"canary": "ALIAS" to load a version, or null to unload it)')  # fmt: skip
+        alias = payload.get("canary", ...)
+        if alias is not ... and alias is not None and not (isinstance(alias, str) and re.fullmatch(r"[\w-]+", alias)):
+            raise HttpError(400, f'"canary" must be a registry alias such as "challenger", or null; got {alias!r}')
+        if alias is not ...:
+            await self._set_canary(alias)
         if percent > 0 and self.canary is None:
-            raise HttpError(409, "no canary is loaded; start the server with --canary ALIAS:PERCENT")
-        self.canary_percent = float(percent)
+            raise HttpError(409, 'no canary is loaded; send "canary": "ALIAS" with the percent, or start the '
+                                 "server with --canary ALIAS:PERCENT")  # fmt: skip
+        self.canary_percent = float(percent) if self.canary else 0.0
         self._publish_traffic()
-        return 200, orjson.dumps({"canary_percent": self.canary_percent}), [(b"content-type", JSON)]
+        served = self.canary.runtime.version if self.canary else None
+        return 200, orjson.dumps({"canary_percent": self.canary_percent, "canary_version": served}), [
+            (b"content-type", JSON)]  # fmt: skip
+
+    async def _set_canary(self, alias: str | None) -> None:
+        async with self._reload_lock:
+            old = self.canary
+            if alias is not None:
+                name = self.primary.runtime.name
+                try:
+                    new = await self._deploy(ModelSource(name, f"models:/{name}@{alias}", alias))
+                except LoopmlError as exc:
+                    raise HttpError(404, f"cannot load canary {name}@{alias}: {exc}") from None
+            else:
+                new = None
+            self.canary = new
+            if new is None:
+                self.canary_percent = 0.0
+            self._publish_traffic()
+            if old is not None:  # requests queued on the old canary finish there
+                await old.batcher.close()
+                await old.monitor.close()
 
 
 def create_app(settings: ServeSettings) -> ServingApp:
@@ -454,6 +486,17 @@ def _parse(parser, *args):
         raise HttpError(exc.status, str(exc)) from None
     except orjson.JSONDecodeError as exc:
         raise HttpError(400, f"the body is not valid JSON: {exc}") from None
+
+
+def _feedback_item(item) -> bool:
+    if not isinstance(item, dict) or not isinstance(item.get("id"), str) or "label" not in item:
+        return False
+    row = item.get("row", 0)
+    label = item["label"]
+    scalar = (str, int, float, bool)
+    labels = label if isinstance(label, list) and label else [label]
+    good_row = isinstance(row, int) and not isinstance(row, bool) and row >= 0
+    return good_row and all(isinstance(v, scalar) for v in labels)
 
 
 def _bearer(headers) -> str | None:

@@ -10,8 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from loopml.data.dataset import Dataset, load_dataset, to_matrix
-from loopml.data.io import file_digest, is_url
+from loopml.data.dataset import Dataset, data_digest, load_dataset, to_matrix
 from loopml.errors import ModelError
 from loopml.lineage import environment, git_commit, requirements
 from loopml.project import Project
@@ -26,7 +25,7 @@ def train(project: Project, resume: bool = False, show_progress: bool = True) ->
     started = time.perf_counter()
     cfg = project.config
     data = load_dataset(project)
-    digest = "remote" if is_url(project.data_path) else file_digest(project.data_path)
+    digest = data_digest(project)
     fingerprint = _fingerprint(cfg, digest)
     checkpoint = project.checkpoint_dir / "last.pt"
     previous_run = _resumable_run(project, fingerprint) if resume else None
