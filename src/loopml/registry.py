@@ -32,24 +32,37 @@ logger = logging.getLogger(__name__)
 # MLflow's advice (type hints on predict, integer columns, ambiguous dataset sources) is for
 # people writing pyfunc models by hand; loopml passes explicit signatures and sources.
 warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow\.")
-warnings.filterwarnings("ignore", message="Add type hints to the `predict` method")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 TAG = "loopml."  # prefix of every tag loopml writes
 
 
-class LoopmlPyfunc(mlflow.pyfunc.PythonModel):
-    """MLflow's view of a loopml package: `predict(DataFrame)` → predictions."""
+@contextmanager
+def _no_warnings_shown() -> Iterator[None]:
+    """MLflow's subclass hook re-enables its own advice with `simplefilter("once")`, so no filter can
+    silence "Add type hints to the `predict` method"; hide what is shown while the class is made."""
+    shown = warnings.showwarning
+    warnings.showwarning = lambda *args, **kwargs: None
+    try:
+        yield
+    finally:
+        warnings.showwarning = shown
 
-    def load_context(self, context) -> None:
-        from loopml.train.package import Predictor
 
-        self.predictor = Predictor(context.artifacts["package"])
+with _no_warnings_shown():
 
-    def predict(self, context, model_input, params=None):
-        frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
-        return self.predictor.predict(frame)
+    class LoopmlPyfunc(mlflow.pyfunc.PythonModel):
+        """MLflow's view of a loopml package: `predict(DataFrame)` → predictions."""
+
+        def load_context(self, context) -> None:
+            from loopml.train.package import Predictor
+
+            self.predictor = Predictor(context.artifacts["package"])
+
+        def predict(self, context, model_input, params=None):
+            frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+            return self.predictor.predict(frame)
 
 
 def connect(project: Project) -> MlflowClient:

@@ -108,3 +108,18 @@ def test_drift_command(tmp_path):
     assert "Dataset drift" in html and html.count("data:image/png;base64,") == 6 and "<script" not in html
     missing = loopml("drift", "ref.parquet", "nope.parquet", cwd=tmp_path, check=False)
     assert missing.returncode == 1 and "not found" in missing.stderr
+
+
+@pytest.mark.parametrize("mass_at", ["top", "bottom", "middle"])
+def test_point_masses_wider_than_a_decile(mass_at):
+    """Images with 70% black pixels: the reference's deciles merge where its edges do, PSI still
+    compares shares that sum to one (no same-data false alarm, a real shift found)."""
+    rng = np.random.default_rng(0)
+    spread = rng.uniform(0, 16, 3000)
+    mass = {"top": 16.0, "bottom": 0.0, "middle": 8.0}[mass_at]
+    ref = pd.DataFrame({"x": np.where(rng.random(3000) < 0.7, mass, spread)})
+    profile = Profile.fit(ref)
+    same = compare(profile, ref).columns[0].stats
+    assert same["psi"] == pytest.approx(0.0, abs=1e-9) and same["ks"] == pytest.approx(0.0, abs=1e-9)
+    shifted = compare(profile, pd.DataFrame({"x": rng.uniform(0, 16, 3000)})).columns[0]
+    assert np.isfinite(shifted.stats["psi"]) and shifted.stats["psi"] > 0.25 and shifted.drifted

@@ -75,7 +75,7 @@ def _check(project, since: str | None, versions: list[str] | None, report_path: 
         rows.append([h.version, str(h.rows), str(h.live["labelled"]), _num(live), _num(h.evaluated), _num(drop),
                      _num(drift.drift_share if drift else None), _drifted(drift), verdict])  # fmt: skip
     table(project.config.name, ["version", "rows", "labelled", f"live {metric}", f"evaluated {metric}", "drop",
-                                "drift share", "drifted columns", "verdict"], rows)  # fmt: skip
+                                "drift share", "drifted", "verdict"], rows)  # fmt: skip
     if report_file:
         console.print(f"report: {report_file}")
 
@@ -127,7 +127,12 @@ def feedback(
 
 
 def _drifted(drift) -> str:
-    return ", ".join(c.column for c in drift.columns if c.drifted)[:60] if drift else ""
+    """"3/65: pixel_2, pixel_9, …" — the count, then the most drifted names that fit."""
+    if drift is None:
+        return "—"
+    worst = sorted((c for c in drift.columns if c.drifted), key=lambda c: -(c.stats.get("psi") or 0.0))
+    names = ", ".join(c.column for c in worst[:3]) + (", …" if len(worst) > 3 else "")
+    return f"{len(worst)}/{len(drift.columns)}" + (f": {names}" if worst else "")
 
 
 def _num(value) -> str:

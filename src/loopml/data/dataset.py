@@ -81,26 +81,32 @@ def traffic_files(project: Project) -> list:
 
 
 def read_data(project: Project) -> pd.DataFrame:
-    """The raw table, then the labelled traffic rows (same columns; lossless casts to the raw dtypes)."""
+    """The raw table, then the labelled traffic rows."""
     frame = read_table(project.data_path)
+    traffic = read_traffic(project, frame)
+    return frame if traffic is None else pd.concat([frame, traffic], ignore_index=True)
+
+
+def read_traffic(project: Project, raw: pd.DataFrame) -> pd.DataFrame | None:
+    """The labelled traffic rows in the raw table's columns (lossless casts to its dtypes), or None."""
     files = traffic_files(project)
     if not files:
-        return frame
+        return None
     extra = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
-    missing = [c for c in frame.columns if c not in extra.columns]
+    missing = [c for c in raw.columns if c not in extra.columns]
     if missing:
         raise DataError(
             f"{project.config.data.traffic}: traffic files lack the columns {missing[:5]} of "
             f"{project.config.data.path}; they were written for another dataset: move them out of the "
             "folder and run `dvc add` on it again"
         )
-    extra = extra[list(frame.columns)]
-    for column in frame.columns:
-        kind = frame[column].dtype
+    extra = extra[list(raw.columns)]
+    for column in raw.columns:
+        kind = raw[column].dtype
         values = extra[column]
         if pd.api.types.is_integer_dtype(kind) and values.notna().all() and (values % 1 == 0).all():
             extra[column] = values.astype(kind)
-    return pd.concat([frame, extra], ignore_index=True)
+    return extra
 
 
 def data_digest(project: Project) -> str:

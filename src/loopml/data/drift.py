@@ -90,12 +90,8 @@ def _numeric(ref: ColumnProfile, cur: ColumnProfile) -> dict[str, float | None]:
     stats["out_of_range_share"] = float(q[0] + q[-1])
     # deciles of the reference: cells between the edges nearest to levels 0.1 ... 0.9; under- and
     # overflow fold into the first and last decile
-    bounds = ref.decile_starts()
-    decile_p, decile_q = np.add.reduceat(p[:-1], bounds), np.add.reduceat(q[:-1], bounds)
-    decile_p[0] += p[0]
-    decile_q[0] += q[0]
-    decile_p[-1] += p[-1]
-    decile_q[-1] += q[-1]
+    cuts = np.concatenate([[0], ref.decile_starts()[1:], [len(p)]])
+    decile_p, decile_q = (np.diff(np.concatenate([[0.0], np.cumsum(shares)])[cuts]) for shares in (p, q))
     stats["psi"] = _psi(decile_p, decile_q)
     cdf_p, cdf_q = np.cumsum(p), np.cumsum(q)  # at each edge (after under, after each cell)
     ks = float(np.max(np.abs(cdf_p - cdf_q)))

@@ -97,9 +97,12 @@ class ColumnProfile:
         return out
 
     def decile_starts(self) -> np.ndarray:
-        """Index (into `counts`) of the first cell of each reference decile; cell 0 is underflow."""
+        """Index (into `counts`) of the first cell of each reference decile, increasing; cell 0 is
+        underflow. A point mass wider than a decile (its edges were merged) merges those deciles."""
         # a hair below each level: 0.3 may be stored as 0.30000000000000004 or 0.29999999999999993
-        return np.concatenate([[1], np.searchsorted(self.levels, np.linspace(0.1, 0.9, 9) - 1e-9) + 1])
+        starts = np.searchsorted(self.levels, np.linspace(0.1, 0.9, 9) - 1e-9) + 1
+        last_inner = len(self.edges) - 1
+        return np.unique(np.clip(np.concatenate([[1], starts]), 1, max(last_inner, 1)))
 
     # -- summaries --------------------------------------------------------------------------
     @property

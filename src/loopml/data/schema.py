@@ -156,6 +156,16 @@ def validate_frame(frame: pd.DataFrame, schema, rules: dict[str, list[str]], tar
     return report
 
 
+def structural(schema):
+    """The schema without what was inferred from the first data (dtypes, observed ranges and
+    categories): columns, nullability and uniqueness only. Live traffic is held to this plus the
+    user's rules: drifted traffic is expected to leave the ranges the raw data happened to have."""
+    import pandera.pandas as pa
+
+    columns = {name: _with(col, checks=[], dtype=None) for name, col in schema.columns.items()}
+    return pa.DataFrameSchema(columns, coerce=False, strict=False)
+
+
 def _with(column, **changes):
     spec = column.properties | changes
     import pandera.pandas as pa

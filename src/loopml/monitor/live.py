@@ -85,12 +85,12 @@ class LiveMonitor:
         await loop.run_in_executor(None, self._work, window, log, feedback)
 
     def _work(self, window, log, feedback) -> None:
-        if window and self.profile is not None:
-            self._drift(window)
-        if log:
+        if log:  # the log first: a failing drift computation must not lose traffic or labels
             self._write_log(log)
         if feedback:
             self._write("feedback", pd.DataFrame(feedback))
+        if window and self.profile is not None:
+            self._drift(window)
 
     def _drift(self, window) -> None:
         matrix = np.concatenate([m for m, _ in window])

@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -158,11 +159,18 @@ class Loop:
             "traffic_batch": str(batch.relative_to(self.project.root)),
             "traffic_dvc_md5": dvc_hash,
         }
-        runs, code = pipeline.repro(self.project, echo=self.echo, extra_env={"LOOPML_REGISTER_AS": "challenger"})
+        tail: deque[str] = deque(maxlen=30)
+
+        def echo(line: str) -> None:
+            tail.append(line)
+            self.echo(line)
+
+        runs, code = pipeline.repro(self.project, echo=echo, extra_env={"LOOPML_REGISTER_AS": "challenger"})
         evidence["stages"] = {r.name: r.status for r in runs}
         if code != 0:
             evaluated = self.project.read_result("evaluate") or {}
             failed_stage = next((r.name for r in runs if r.status == "failed"), "unknown")
+            evidence["output_tail"] = list(tail)
             if failed_stage == "register" and evaluated.get("registrable") is False:
                 failed = [g for g in evaluated.get("gates", []) if not g["passed"]]
                 evidence["gates"] = failed
@@ -180,7 +188,9 @@ class Loop:
             return self._decide(
                 Decision(
                     "retrain_failed",
-                    f"the pipeline failed at stage {failed_stage} (exit {code}); v{champion['version']} stays champion",
+                    f"the pipeline failed at stage {failed_stage} (exit {code}"
+                    + "".join(f": {line}" for line in tail if line.startswith("error:"))[:400]
+                    + f"); v{champion['version']} stays champion; the output is in the evidence",
                     None,
                     evidence,
                 )
