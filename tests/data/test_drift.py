@@ -43,6 +43,16 @@ def test_ks_and_wasserstein_match_scipy(seed):
         assert abs(column.stats["wasserstein_norm"] - exact_w) < 0.01, column.column
 
 
+@pytest.mark.parametrize("n", [500, 20_000, 400_000])
+def test_ks_pvalue_matches_scipy(n):
+    """Exact kstwo for small samples, the Kolmogorov limit (kstwobign) past 10,000 rows."""
+    from loopml.data.drift import _ks_pvalue
+
+    for d in (0.001, 0.005, 0.01, 0.03, 0.1):
+        exact = stats.kstwo.sf(d, n) if n <= 10_000 else stats.kstwobign.sf(d * np.sqrt(n))
+        assert _ks_pvalue(d, n) == pytest.approx(exact, abs=1e-9), d
+
+
 def test_injected_drift_is_found_and_same_distribution_is_not():
     ref = frame(1, 0)
     drifted = compare(Profile.fit(ref), frame(2, 1))

@@ -21,12 +21,16 @@ def drift(
 ) -> None:
     """Compare two datasets column by column: PSI, KS, Wasserstein, Jensen–Shannon, chi², null and
     unseen shares; a verdict per column and for the dataset. Exit 0 whatever the verdict."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from loopml.data.drift import Thresholds, compare
     from loopml.data.io import read_table
     from loopml.data.profile import Profile
 
-    profile = Profile.fit(read_table(reference))
-    counted = profile.count(read_table(current))
+    with ThreadPoolExecutor(max_workers=1) as pool:  # Arrow reads the second file while the first is fitted
+        later = pool.submit(read_table, current, text_as_category=True)
+        profile = Profile.fit(read_table(reference, text_as_category=True))
+        counted = profile.count(later.result())
     report = compare(profile, counted, Thresholds(psi_alert=psi_alert, drift_share=drift_share))
     if report_path:
         from pathlib import Path

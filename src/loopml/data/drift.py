@@ -109,13 +109,22 @@ def _numeric(ref: ColumnProfile, cur: ColumnProfile) -> dict[str, float | None]:
 
 
 def _ks_pvalue(ks: float, n: float) -> float:
-    """scipy.stats.kstwo for small samples; its large-n limit (kstwobign) past 10,000, where the
-    two agree to ~1e-3 and the exact sum costs tens of milliseconds per column."""
-    from scipy.stats import kstwo, kstwobign
-
+    """scipy.stats.kstwo for small samples; past 10,000 its large-n limit, the Kolmogorov
+    distribution (kstwobign), where the two agree to ~1e-3. The limit is two short series in
+    NumPy (equal to SciPy's to 1e-14): importing scipy.stats alone costs a second."""
     if n <= 10_000:
+        from scipy.stats import kstwo
+
         return float(kstwo.sf(ks, max(1, round(n))))
-    return float(kstwobign.sf(ks * np.sqrt(n)))
+    lam = ks * np.sqrt(n)
+    if lam <= 0:
+        return 1.0
+    if lam < 1.0:  # Jacobi's form converges fast for small lambda
+        k = np.arange(1, 21)
+        cdf = np.sqrt(2 * np.pi) / lam * np.exp(-((2 * k - 1) ** 2) * np.pi**2 / (8 * lam**2)).sum()
+        return float(1.0 - cdf)
+    k = np.arange(1, 101)
+    return float(2 * np.sum((-1.0) ** (k - 1) * np.exp(-2 * k**2 * lam**2)))
 
 
 def _wasserstein(ref: ColumnProfile, cur: ColumnProfile, cdf_p: np.ndarray, cdf_q: np.ndarray, n_cur: int) -> float:
@@ -147,11 +156,11 @@ def _categorical(ref: ColumnProfile, cur: ColumnProfile) -> dict[str, float | No
     stats["unseen_share"] = float(q[-1])
     expected = (p[:-1] + EPS) / (p[:-1] + EPS).sum() * n_cur
     observed = cur.counts[:-1] * (n_cur / max(cur.counts[:-1].sum(), 1))
-    from scipy.stats import chi2
+    from scipy.special import chdtrc  # chi2.sf without importing scipy.stats (half a second)
 
     statistic = float(np.sum((observed - expected) ** 2 / expected))
     stats["chi2"] = statistic
-    stats["chi2_pvalue"] = float(chi2.sf(statistic, max(len(expected) - 1, 1)))
+    stats["chi2_pvalue"] = float(chdtrc(max(len(expected) - 1, 1), statistic))
     return stats
 
 

@@ -12,8 +12,6 @@ to the counts of the whole (`merge`), so big data is profiled chunk by chunk.
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,8 +23,9 @@ NUMERIC_CELLS = 200  # equal-mass cells: binned KS distance is within 1/200 of t
 # narrow tail cells keep the Wasserstein distance close to exact.
 TAIL_LEVELS = np.geomspace(1e-5, 4e-3, 10)
 MAX_CATEGORIES = 20  # numeric columns with at most this many distinct values count as categorical
-GRID_SAMPLE = 200_000  # the quantile grid is fitted on at most this many values (an even stride)
+GRID_SAMPLE = 100_000  # the quantile grid is fitted on at most this many values (an even stride)
 PROFILE_FORMAT = 1
+CHUNK = 1 << 16  # values counted per step: 512 KiB of float64 and its temporaries fit in L2
 PREDICTION_COLUMN = "__prediction__"  # the model's outputs, profiled beside its inputs
 
 
@@ -53,13 +52,7 @@ class ColumnProfile:
         out.rows = len(values)
         if self.kind == "numeric":
             numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-            finite = numbers[np.isfinite(numbers)]
-            out.nulls = int(len(numbers) - len(finite))
-            out.counts = np.bincount(self._cells(finite), minlength=len(self.edges) + 1).astype(np.int64)
-            out.total, out.total_sq = float(finite.sum()), float(np.dot(finite, finite))
-            low, high = finite < self.edges[0], finite > self.edges[-1]
-            out.beyond_low = float((self.edges[0] - finite[low]).sum()) if low.any() else 0.0
-            out.beyond_high = float((finite[high] - self.edges[-1]).sum()) if high.any() else 0.0
+            self._count_numbers(numbers, out)
         else:
             codes, uniques = pd.factorize(values, use_na_sentinel=True)  # hashes each distinct value once
             found = codes >= 0
@@ -69,6 +62,26 @@ class ColumnProfile:
             out.counts = np.zeros(len(self.categories) + 1, dtype=np.int64)  # [categories..., unseen]
             np.add.at(out.counts, np.where(where >= 0, where, len(self.categories)), per_unique)
         return out
+
+    def _count_numbers(self, numbers: np.ndarray, out: ColumnProfile) -> None:
+        """Counts, nulls, sums and tail excess of `numbers` into `out`, a chunk at a time: each
+        step's temporaries then stay in the CPU cache (twice as fast as whole-column passes)."""
+        edges = self.edges
+        out.counts = np.zeros(len(edges) + 1, dtype=np.int64)
+        for start in range(0, len(numbers), CHUNK):
+            chunk = numbers[start : start + CHUNK]
+            finite_mask = np.isfinite(chunk)
+            finite = chunk if finite_mask.all() else chunk[finite_mask]
+            out.nulls += len(chunk) - len(finite)
+            cells = self._cells(finite)
+            per_cell = np.bincount(cells, minlength=len(edges) + 1)
+            out.counts += per_cell
+            out.total += float(finite.sum())
+            out.total_sq += float(np.dot(finite, finite))
+            if per_cell[0]:  # cell 0 holds exactly the values below the lowest edge
+                out.beyond_low += float((edges[0] - finite[cells == 0]).sum())
+            if per_cell[-1]:
+                out.beyond_high += float((finite[cells == len(edges)] - edges[-1]).sum())
 
     def _cells(self, x: np.ndarray) -> np.ndarray:
         """Cell of each value: 0 underflow, 1..len(edges)-1 the grid, len(edges) overflow.
@@ -151,17 +164,11 @@ class Profile:
 
     def count(self, frame: pd.DataFrame) -> Profile:
         """Count `frame` on this profile's grid (columns it lacks are counted as all-null)."""
-        empty = pd.Series([np.nan] * len(frame), dtype="float64")
-        names = list(self.columns)
-
-        def one(name: str) -> ColumnProfile:
-            return self.columns[name].count(frame[name] if name in frame.columns else empty)
-
-        if len(frame) < 50_000 or len(names) < 2:
-            return Profile({name: one(name) for name in names})
-        # NumPy releases the GIL in the heavy loops: columns are counted in parallel threads
-        with ThreadPoolExecutor(max_workers=min(len(names), os.cpu_count() or 1)) as pool:
-            return Profile(dict(zip(names, pool.map(one, names), strict=True)))
+        # One column after another: numeric counting is many short NumPy calls on cache-sized
+        # chunks, and threads (measured on 2 cores) only fought over the GIL and the caches.
+        empty = pd.Series(np.full(len(frame), np.nan))
+        return Profile({name: column.count(frame[name] if name in frame.columns else empty)
+                        for name, column in self.columns.items()})  # fmt: skip
 
     def merge(self, other: Profile) -> Profile:
         return Profile({name: column.merge(other.columns[name]) for name, column in self.columns.items()})
@@ -175,7 +182,7 @@ class Profile:
 
 
 class _LookupTable:
-    BUCKETS = 1 << 17
+    BUCKETS = 1 << 18
 
     def __init__(self, edges: np.ndarray):
         self.edges = edges
@@ -193,14 +200,14 @@ class _LookupTable:
         last = np.searchsorted(edges, starts[1:] + margin, side="right")
         inner = np.where(first == last, first, -1)
         # slot 0: below the grid (cell 0); last slot: at or above the top edge (decided exactly)
-        self.table = np.concatenate([[0], inner, [-1]]).astype(np.int32)  # int32: half the cache footprint
+        self.table = np.concatenate([[0], inner, [-1]]).astype(np.int16)  # a grid has < 300 edges; small in cache
 
     def cells(self, x: np.ndarray) -> np.ndarray:
         position = x - self.low  # one temporary, updated in place: memory traffic is the cost here
         position *= self.scale
         position += 1.0
         np.clip(position, 0.0, self.BUCKETS + 1, out=position)
-        cells = self.table[position.astype(np.int32)].astype(np.int64)
+        cells = self.table[position.astype(np.int32)]
         unsure = np.flatnonzero(cells < 0)  # above the top edge, or in a bucket that holds an edge
         if len(unsure):
             values = x[unsure]
@@ -212,23 +219,23 @@ class _LookupTable:
 
 def _grid(name: str, values: pd.Series) -> ColumnProfile:
     numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
-    present = values.dropna()
     if numeric:
-        finite = present.to_numpy(dtype=np.float64)
-        finite = finite[np.isfinite(finite)]
+        numbers = values.to_numpy(dtype=np.float64, na_value=np.nan)
+        head = numbers[:10_000]
         # Few distinct values: categorical. A slice answers that for most columns without a full sort.
-        distinct = np.unique(finite[:10_000])
+        distinct = np.unique(head[np.isfinite(head)])
         if len(distinct) <= MAX_CATEGORIES:
-            distinct = np.unique(finite)
+            distinct = np.unique(numbers[np.isfinite(numbers)])
         if len(distinct) > MAX_CATEGORIES:
-            if len(finite) > GRID_SAMPLE:  # the grid is only where cells lie; counts stay exact
-                finite = finite[:: len(finite) // GRID_SAMPLE]
+            if len(numbers) > GRID_SAMPLE:  # the grid is only where cells lie; counts stay exact
+                numbers = numbers[:: len(numbers) // GRID_SAMPLE]
+            finite = numbers[np.isfinite(numbers)]
             levels = np.unique(np.concatenate([np.linspace(0, 1, NUMERIC_CELLS + 1), TAIL_LEVELS, 1 - TAIL_LEVELS]))
             edges = np.quantile(finite, levels)
             keep = np.concatenate([[True], np.diff(edges) > 0])  # repeated values: one edge, its first level
             return ColumnProfile(str(name), "numeric", edges=edges[keep], levels=levels[keep])
         return ColumnProfile(str(name), "categorical", categories=[_plain(v) for v in distinct])
-    categories = sorted({str(v) for v in present.unique()})
+    categories = sorted({str(v) for v in values.dropna().unique()})
     return ColumnProfile(str(name), "categorical", categories=categories)
 
 
