@@ -92,3 +92,14 @@ def test_secrets_are_refused(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="loopml init"):
         load_config(tmp_path / "loopml.yaml", {})
+
+
+def test_loop_policy_is_checked(tmp_path):
+    cfg = load_config(write(tmp_path, VALID + "loop: {since: 6h, canary_percent: 10}\n"), {})
+    assert cfg.loop.since == "6h" and cfg.loop.canary_percent == 10 and cfg.loop.max_metric_drop == 0.05
+    message = error(tmp_path, VALID + "loop: {since: soon}\n")
+    assert "loop.since" in message and 'like "90s", "30m", "6h" or "2d"' in message and "soon" in message
+    message = error(tmp_path, VALID, {"LOOPML_LOOP__CANARY_PERCENT": "0"})
+    assert "loop.canary_percent" in message and "greater than 0" in message
+    message = error(tmp_path, VALID + "loop: {canary_precent: 5}\n")
+    assert 'did you mean "canary_percent"' in message

@@ -75,6 +75,18 @@ def test_canary_split_and_traffic_endpoint(digits_copy, start):
     assert {live.client.post("/invocations", json={"instances": [[0.0] * 64]}).headers["x-model-version"]
             for _ in range(50)} == {"1"}  # fmt: skip
     assert live.client.post("/admin/traffic", json={"canary_percent": 150}, headers=auth).status_code == 400
+    # the canary itself is loaded and unloaded at run time (what `loopml monitor --watch` does)
+    unknown = live.client.post("/admin/traffic", json={"canary": "nosuch", "canary_percent": 10}, headers=auth)
+    assert unknown.status_code == 404 and "nosuch" in unknown.json()["error"]
+    bad = live.client.post("/admin/traffic", json={"canary": "no such!", "canary_percent": 10}, headers=auth)
+    assert bad.status_code == 400 and "registry alias" in bad.json()["error"]
+    closed = live.client.post("/admin/traffic", json={"canary": None, "canary_percent": 0}, headers=auth)
+    assert closed.json() == {"canary_percent": 0.0, "canary_version": None}
+    assert live.client.get("/v2/models/digits").json()["versions"] == ["1"]
+    opened = live.client.post("/admin/traffic", json={"canary": "challenger", "canary_percent": 100}, headers=auth)
+    assert opened.json() == {"canary_percent": 100.0, "canary_version": "2"}
+    assert {live.client.post("/invocations", json={"instances": [[0.0] * 64]}).headers["x-model-version"]
+            for _ in range(10)} == {"2"}  # fmt: skip
 
 
 def test_admin_needs_the_right_token_and_inference_the_api_key(digits_run, start):

@@ -44,12 +44,21 @@ def test_shifted_traffic_shows_in_gauges_log_and_feedback(digits_run, start, tmp
     )
     assert feedback.status_code == 200 and feedback.json() == {"accepted": 2}
     assert live.client.post("/feedback", json={"label": 3}).status_code == 400
+    batch = live.client.post("/feedback", json={"id": ids[2], "label": list(range(10))})  # rows 0..9
+    one_row = live.client.post("/feedback", json={"id": ids[3], "row": 4, "label": 7})
+    assert batch.status_code == 200 and one_row.status_code == 200
+    for bad in ({"id": ids[3], "row": -1, "label": 1}, {"id": ids[3], "row": "4", "label": 1},
+                {"id": ids[3], "label": {"class": 1}}, {"id": ids[3], "label": []}):  # fmt: skip
+        refused = live.client.post("/feedback", json=bad)
+        assert refused.status_code == 400 and '"row"' in refused.json()["error"], bad
     live.stop()  # shutdown flushes what is buffered
     log = pd.concat(pd.read_parquet(p) for p in sorted((tmp_path / "log").glob("inferences-*.parquet")))
     assert len(log) == 200 and set(log["id"]) == set(ids) and (log["version"] == "1").all()
     assert {"time", "row", "pixel_0", "__prediction__"} <= set(log.columns)
     labels = pd.concat(pd.read_parquet(p) for p in (tmp_path / "log").glob("feedback-*.parquet"))
-    assert sorted(labels["id"]) == sorted(ids[:2])
+    assert sorted(set(labels["id"])) == sorted(ids[:4]) and len(labels) == 2 + 10 + 1
+    assert labels.loc[labels["id"] == ids[2], "row"].tolist() == list(range(10))
+    assert labels.loc[labels["id"] == ids[3], ["row", "label"]].values.tolist() == [[4, 7]]
 
 
 def test_same_distribution_traffic_is_not_drift(digits_run, start):
