@@ -126,6 +126,25 @@ def watch_once(project: Path, url: str, traffic: Traffic, env: dict[str, str] | 
     return json.loads(done.stdout[done.stdout.rfind("\n{\n") + 1 :])  # the JSON after the pipeline's output
 
 
+def kill_when_canary_opens(project: Path, url: str, traffic: Traffic, env: dict[str, str]) -> str:
+    """Start `loopml monitor --watch --once`, SIGKILL it as soon as its canary is open; its output."""
+    traffic.keep_sending()
+    proc = subprocess.Popen([str(BIN / "loopml"), "monitor", "--watch", "--once"], cwd=project, text=True,
+                            env=tool_env({**FAST, **LOOP, "LOOPML_LOOP__SERVER": url, **env}),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    seen = []
+    try:
+        for line in proc.stdout:
+            seen.append(line)
+            if line.startswith("canary: "):
+                break
+    finally:
+        proc.kill()
+        proc.wait(timeout=60)
+        traffic.stop()
+    return "".join(seen)
+
+
 def registry(project: Path) -> mlflow.MlflowClient:
     from loopml.project import Project
     from loopml.registry import use_store
@@ -187,9 +206,13 @@ def test_drift_retrains_canaries_and_promotes_then_a_worse_challenger_is_rolled_
 
     # 3. the same shift keeps coming; now a badly trained challenger must lose its canary.
     # v2 learned the negatives from 25% of its data: all-negative traffic is still drift for it.
+    # The first watcher is killed once its canary is open; the next one picks the canary up.
     shifted.send(40)
     time.sleep(1)
-    decision = watch_once(project, url, shifted, {**WORSE, "LOOPML_MONITOR__DRIFT_SHARE": "0.2"})
+    env = {**WORSE, "LOOPML_MONITOR__DRIFT_SHARE": "0.2"}
+    killed = kill_when_canary_opens(project, url, shifted, env)
+    assert "canary: v3 against v2" in killed
+    decision = watch_once(project, url, shifted, env)
 
     assert decision["decision"] == "rolled_back", decision["reason"]
     assert decision["version"] == "3"
@@ -201,6 +224,7 @@ def test_drift_retrains_canaries_and_promotes_then_a_worse_challenger_is_rolled_
     assert "challenger" not in client.get_registered_model("digits").aliases
     assert httpx.get(url + "/v2/models/digits").json()["versions"] == ["2"]
     assert "rolled_back: v3 rolled back, v2 keeps all traffic" in (project / "reports" / "loop.log").read_text()
+    assert decision["evidence"]["retraining_rows_added"] >= 200  # carried over from the killed watcher
 
 
 def test_feedback_file_joins_logged_requests(served, tmp_path):

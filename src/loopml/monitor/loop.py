@@ -22,13 +22,13 @@ import json
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from loopml.config import parse_duration
 from loopml.data.profile import PREDICTION_COLUMN
 from loopml.monitor.check import LIVE_METRIC, VersionHealth, check
-from loopml.monitor.server_client import ServerClient, ServerUnreachable
+from loopml.monitor.server_client import ServerClient, ServerUnreachable, VersionTraffic
 from loopml.monitor.traffic import join_labels, performance, read_feedback, read_log, retraining_rows
 from loopml.project import Project
 
@@ -70,6 +70,9 @@ class Loop:
     def cycle(self) -> Decision:
         from loopml import registry
 
+        open_canary = self._state().get("open_canary")
+        if open_canary:
+            return self._resume_canary(open_canary)
         champion = registry.champion(self.project)
         if champion is None:
             return self._note(Decision("waiting", "no champion yet: run `loopml run` first"))
@@ -228,8 +231,18 @@ class Loop:
             challenger,
             {"loopml.canary": json.dumps({"percent": percent, "opened": _iso(opened), "against": champion})},
         )
+        # a watcher stopped mid-canary picks it up where it was (see `cycle`)
+        snapshot = {v: asdict(t) for v, t in before.items()}
+        self._save_state({"open_canary": {"champion": champion, "challenger": challenger, "opened": opened,
+                                          "before": snapshot, "evidence": evidence}})  # fmt: skip
+        return self._await_canary(champion, challenger, opened, before, evidence)
+
+    def _await_canary(self, champion: str, challenger: str, opened: float, before: dict, evidence: dict) -> Decision:
+        """Wait for labelled live rows on both versions (or the deadline), then promote or roll back."""
+        from loopml import registry
+
         self.echo(
-            f"canary: v{challenger} gets {percent:g}% of traffic; waiting for "
+            f"canary: v{challenger} against v{champion}; waiting for "
             f"{self.cfg.canary_min_labelled} labelled rows on each version"
         )
         deadline = opened + self.cfg.canary_max_wait_s
@@ -245,6 +258,7 @@ class Loop:
         after = self.server.snapshot()
         judged = self._judge(champion, challenger, labelled, before, after, enough)
         evidence["canary"] = judged["evidence"]
+        self._save_state({"open_canary": None})
         if judged["promote"]:
             registry.promote(self.project, challenger, f"won its canary against v{champion}: {judged['why']}")
             self.server.reload()
@@ -262,6 +276,13 @@ class Loop:
                 evidence,
             )
         )
+
+    def _resume_canary(self, open_canary: dict) -> Decision:
+        before = {v: VersionTraffic(t["requests"], t["errors"], {float(k): n for k, n in t["buckets"].items()})
+                  for v, t in open_canary["before"].items()}  # fmt: skip
+        self.echo(f"resuming the canary of v{open_canary['challenger']} opened at {_iso(open_canary['opened'])}")
+        return self._await_canary(open_canary["champion"], open_canary["challenger"], open_canary["opened"], before,
+                                  open_canary["evidence"])  # fmt: skip
 
     def _judge(self, champion: str, challenger: str, labelled, before, after, enough: bool) -> dict:
         task = self.project.config.task
@@ -365,7 +386,7 @@ class Loop:
 
     def _save_state(self, state: dict) -> None:
         self.state_file.parent.mkdir(parents=True, exist_ok=True)
-        self.state_file.write_text(json.dumps({**self._state(), **state}))
+        self.state_file.write_text(json.dumps({**self._state(), **state}, default=_plain))
 
 
 def _prediction_psi(labelled, champion: str, challenger: str) -> float | None:
