@@ -133,3 +133,17 @@ def test_point_masses_wider_than_a_decile(mass_at):
     assert same["psi"] == pytest.approx(0.0, abs=1e-9) and same["ks"] == pytest.approx(0.0, abs=1e-9)
     shifted = compare(profile, pd.DataFrame({"x": rng.uniform(0, 16, 3000)})).columns[0]
     assert np.isfinite(shifted.stats["psi"]) and shifted.stats["psi"] > 0.25 and shifted.drifted
+
+
+def test_lookup_table_builder_equals_a_binary_search_per_bucket():
+    from loopml.data.profile import _edges_at_or_below
+
+    rng = np.random.default_rng(0)
+    grids = [np.sort(rng.normal(size=231)), np.sort(rng.lognormal(0, 3, 231)),
+             np.unique(np.round(rng.normal(size=500), 1)),  # repeated values merged into one edge
+             np.array([5.0, 5.0 + 1e-12, 5.0 + 2e-12]), np.array([1e9, 1e9 + 1, 1e9 + 1000])]  # fmt: skip
+    for edges in grids:
+        scale = (1 << 18) / (edges[-1] - edges[0])
+        starts = edges[0] + np.arange((1 << 18) + 1) / scale
+        for points in (starts[:-1] - 1e-6 / scale, starts[1:] + 1e-6 / scale):
+            assert np.array_equal(_edges_at_or_below(edges, points), np.searchsorted(edges, points, side="right"))
