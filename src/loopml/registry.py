@@ -232,16 +232,18 @@ def describe(project: Project, version: str) -> dict[str, Any]:
 
 
 def reference_profile(project: Project, version: str):
-    """The reference profile shipped inside a registered version's package (None for old packages)."""
+    """The reference profile shipped inside a registered version's package, or None for packages
+    without one. Only that file is fetched: the loop asks for it every cycle, weights stay put."""
     from loopml.data.profile import Profile
 
-    connect(project)
+    _version(connect(project), project.config.name, version)  # a missing version is an error, not None
+    # log_model stores the package folder under the model's artifacts/, by its folder name
+    uri = f"models:/{project.config.name}/{version}/artifacts/{project.model_dir.name}/reference_profile.json"
     try:
-        local = mlflow.artifacts.download_artifacts(f"models:/{project.config.name}/{version}")
-    except MlflowException as exc:
-        raise RegistryError(f"cannot download {project.config.name} v{version}: {_short(exc)}") from None
-    found = next(Path(local).rglob("reference_profile.json"), None)
-    return Profile.from_dict(json.loads(found.read_text())) if found else None
+        local = mlflow.artifacts.download_artifacts(uri)
+    except (MlflowException, OSError):
+        return None
+    return Profile.from_dict(json.loads(Path(local).read_text()))
 
 
 def tag_version(project: Project, version: str, tags: dict[str, Any]) -> None:

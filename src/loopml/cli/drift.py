@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from loopml.cli.output import console, emit_json, table
+from loopml.cli.output import console, emit_json, number, table
 
 
 def register(app: typer.Typer) -> None:
@@ -46,15 +46,11 @@ def drift(
         s = column.stats
         effect = s.get("wasserstein_norm") if column.kind == "numeric" else s.get("jensen_shannon")
         style = {"drift": "bold red", "warn": "yellow", "ok": "green"}[column.level]
-        rows.append([column.column, column.kind, _num(s.get("psi")), _num(s.get("ks")), _num(effect),
-                     _num(s.get("null_share_change")), f"[{style}]{column.level}[/]"])  # fmt: skip
+        rows.append([column.column, column.kind, number(s.get("psi")), number(s.get("ks")), number(effect),
+                     number(s.get("null_share_change")), f"[{style}]{column.level}[/]"])  # fmt: skip
     table(None, ["column", "kind", "PSI", "KS", "W/std or JS", "Δ null share", "verdict"], rows)
     verdict = "[bold red]dataset drift[/]" if report.dataset_drift else "[green]no dataset drift[/]"
     drifted = sum(c.drifted for c in report.columns)
     console.print(f"{verdict}: {drifted} of {len(report.columns)} columns drifted ({report.drift_share:.0%})")
     if report_path:
         console.print(f"report: {report_path}")
-
-
-def _num(value) -> str:
-    return "—" if value is None else f"{value:.4f}"

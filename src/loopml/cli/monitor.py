@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from loopml.cli.output import console, emit_json, table
+from loopml.cli.output import console, emit_json, number, table
 
 
 def register(app: typer.Typer) -> None:
@@ -72,8 +72,8 @@ def _check(project, since: str | None, versions: list[str] | None, report_path: 
         live = h.live.get(metric)
         drop = h.metric_drop(task)
         verdict = "—" if drift is None else ("[bold red]drift[/]" if drift.dataset_drift else "[green]ok[/]")
-        rows.append([h.version, str(h.rows), str(h.live["labelled"]), _num(live), _num(h.evaluated), _num(drop),
-                     _num(drift.drift_share if drift else None), _drifted(drift), verdict])  # fmt: skip
+        rows.append([h.version, str(h.rows), str(h.live["labelled"]), number(live), number(h.evaluated), number(drop),
+                     number(drift.drift_share if drift else None), _drifted(drift), verdict])  # fmt: skip
     table(project.config.name, ["version", "rows", "labelled", f"live {metric}", f"evaluated {metric}", "drop",
                                 "drift share", "drifted", "verdict"], rows)  # fmt: skip
     if report_file:
@@ -133,7 +133,3 @@ def _drifted(drift) -> str:
     worst = sorted((c for c in drift.columns if c.drifted), key=lambda c: -(c.stats.get("psi") or 0.0))
     names = ", ".join(c.column for c in worst[:3]) + (", …" if len(worst) > 3 else "")
     return f"{len(worst)}/{len(drift.columns)}" + (f": {names}" if worst else "")
-
-
-def _num(value) -> str:
-    return "—" if value is None else f"{value:.4f}"

@@ -25,3 +25,8 @@ def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> None:
     for row in rows:
         view.add_row(*("" if cell is None else str(cell) for cell in row))
     console.print(view)
+
+
+def number(value: float | None) -> str:
+    """A statistic in a table: four decimals, or a dash when there is none."""
+    return "—" if value is None else f"{value:.4f}"

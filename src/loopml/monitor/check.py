@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from loopml.config import parse_duration
 from loopml.data.drift import DriftReport, Thresholds, compare
 from loopml.data.profile import Profile
@@ -78,14 +76,12 @@ def since_timestamp(text: str | None) -> float | None:
     return when.timestamp()
 
 
-def check(
-    project: Project, since: float | None = None, versions: list[str] | None = None, log: pd.DataFrame | None = None
-) -> list[VersionHealth]:
+def check(project: Project, since: float | None = None, versions: list[str] | None = None) -> list[VersionHealth]:
     """The health of each version with traffic since `since` (all logged traffic when None)."""
     from loopml import registry
 
     cfg = project.config
-    log = read_log(project.inference_log, since) if log is None else log
+    log = read_log(project.inference_log, since)
     labelled = join_labels(log, read_feedback(project.inference_log))
     wanted = versions or sorted(log["version"].unique(), key=_version_key)
     results = []

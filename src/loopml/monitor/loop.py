@@ -353,10 +353,10 @@ class Loop:
                     "loopml.decision": decision.kind,
                     "loopml.reason": decision.reason[:5000],
                     "loopml.version": decision.version or "",
+                    "loopml.evidence": evidence[:5000],  # whole in loop/evidence.json
                 }
             )
             mlflow.log_text(evidence, "loop/evidence.json")
-            registry.set_tags({"loopml.evidence": evidence[:5000]})
         if decision.version:
             registry.tag_version(
                 self.project,

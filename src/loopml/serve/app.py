@@ -74,6 +74,11 @@ class Deployment:
                                    settings.monitor, Path(settings.log_dir) if settings.log_dir and settings.monitor.log
                                    else None, metrics)  # fmt: skip
 
+    async def close(self) -> None:
+        """Answer what is queued, then flush the last window, log lines and feedback."""
+        await self.batcher.close()
+        await self.monitor.close()
+
 
 class HttpError(Exception):
     def __init__(self, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None):
@@ -198,8 +203,7 @@ class ServingApp:
             self._watcher.cancel()
         for deployment in (self.primary, self.canary):
             if deployment:
-                await deployment.batcher.close()  # drains: queued requests are answered first
-                await deployment.monitor.close()
+                await deployment.close()  # drains: queued requests are answered first
 
     async def _deploy(self, source: ModelSource) -> Deployment:
         """Load, warm and start a model version off the event loop."""
@@ -231,8 +235,7 @@ class ServingApp:
             new = await self._deploy(old.source)
             self.primary = new  # new requests go to the new version from here on
             self._publish_traffic()
-            await old.batcher.close()  # requests already queued on the old version finish there
-            await old.monitor.close()
+            await old.close()  # requests already queued on the old version finish there
             logger.info("reloaded %s: v%s -> v%s", new.runtime.name, old.runtime.version, new.runtime.version)
             return {"reloaded": True, "version": new.runtime.version, "previous": old.runtime.version}
 
@@ -436,11 +439,11 @@ class ServingApp:
         alias = payload.get("canary", ...)
         if alias is not ... and alias is not None and not (isinstance(alias, str) and re.fullmatch(r"[\w-]+", alias)):
             raise HttpError(400, f'"canary" must be a registry alias such as "challenger", or null; got {alias!r}')
-        if alias is not ...:
-            await self._set_canary(alias)
-        if percent > 0 and self.canary is None:
+        if percent > 0 and (alias is None or (alias is ... and self.canary is None)):  # refused before any change
             raise HttpError(409, 'no canary is loaded; send "canary": "ALIAS" with the percent, or start the '
                                  "server with --canary ALIAS:PERCENT")  # fmt: skip
+        if alias is not ...:
+            await self._set_canary(alias)
         self.canary_percent = float(percent) if self.canary else 0.0
         self._publish_traffic()
         served = self.canary.runtime.version if self.canary else None
@@ -458,13 +461,9 @@ class ServingApp:
                     raise HttpError(404, f"cannot load canary {name}@{alias}: {exc}") from None
             else:
                 new = None
-            self.canary = new
-            if new is None:
-                self.canary_percent = 0.0
-            self._publish_traffic()
+            self.canary = new  # the caller sets the share and publishes it
             if old is not None:  # requests queued on the old canary finish there
-                await old.batcher.close()
-                await old.monitor.close()
+                await old.close()
 
 
 def create_app(settings: ServeSettings) -> ServingApp:
