@@ -53,6 +53,17 @@ def test_ks_pvalue_matches_scipy(n):
         assert _ks_pvalue(d, n) == pytest.approx(exact, abs=1e-9), d
 
 
+@pytest.mark.parametrize("dof", [1, 2, 3, 7, 20, 150, 1000, 20_000])
+def test_chi2_pvalue_matches_scipy(dof):
+    from scipy.special import chdtrc
+
+    from loopml.data.drift import _chi2_sf
+
+    for x in np.concatenate([[0.0, 1e-8, 0.5], np.linspace(0.1, 4, 40) * dof, [dof + 1, 50 * dof + 100, 2e6]]):
+        exact = float(chdtrc(dof, x))
+        assert _chi2_sf(dof, x) == pytest.approx(exact, rel=1e-9, abs=1e-300), x
+
+
 def test_injected_drift_is_found_and_same_distribution_is_not():
     ref = frame(1, 0)
     drifted = compare(Profile.fit(ref), frame(2, 1))
@@ -135,15 +146,65 @@ def test_point_masses_wider_than_a_decile(mass_at):
     assert np.isfinite(shifted.stats["psi"]) and shifted.stats["psi"] > 0.25 and shifted.drifted
 
 
-def test_lookup_table_builder_equals_a_binary_search_per_bucket():
-    from loopml.data.profile import _edges_at_or_below
+def test_lookup_table_equals_a_binary_search_per_bucket():
+    from loopml.data.profile import LEVELS, _LookupTable
 
     rng = np.random.default_rng(0)
     grids = [np.sort(rng.normal(size=231)), np.sort(rng.lognormal(0, 3, 231)),
+             np.quantile(rng.standard_t(3, 10**5), LEVELS),
              np.unique(np.round(rng.normal(size=500), 1)),  # repeated values merged into one edge
-             np.array([5.0, 5.0 + 1e-12, 5.0 + 2e-12]), np.array([1e9, 1e9 + 1, 1e9 + 1000])]  # fmt: skip
+             np.array([5.0, 5.0 + 1e-12, 5.0 + 2e-12]),  # a span near float resolution: bucket starts repeat
+             np.array([1e9, 1e9 + 1, 1e9 + 1000]), np.array([-1e300, 0.0, 1e300]),
+             np.linspace(0, 1, (1 << 18) + 1)[::1000]]  # edges on bucket boundaries  # fmt: skip
     for edges in grids:
-        scale = (1 << 18) / (edges[-1] - edges[0])
-        starts = edges[0] + np.arange((1 << 18) + 1) / scale
-        for points in (starts[:-1] - 1e-6 / scale, starts[1:] + 1e-6 / scale):
-            assert np.array_equal(_edges_at_or_below(edges, points), np.searchsorted(edges, points, side="right"))
+        table = _LookupTable(edges)
+        starts = table.low + np.arange(table.BUCKETS + 1) / table.scale
+        margin = 1e-6 / table.scale
+        first = np.searchsorted(edges, starts[:-1] - margin, side="right")
+        last = np.searchsorted(edges, starts[1:] + margin, side="right")
+        assert np.array_equal(table.table[2:-1], np.where(first == last, first, table.pending)), edges[:3]
+
+
+@pytest.mark.parametrize("source", ["pandas", "arrow"])
+def test_counts_equal_a_binary_search_per_value(source):
+    """Edges themselves, the top edge, values past both ends, NaN, ±inf and nulls, in several Arrow
+    chunks: every value lands in the cell a binary search gives it, the sums are exact."""
+    import pyarrow as pa
+
+    rng = np.random.default_rng(3)
+    profile = Profile.fit(pd.DataFrame({"x": rng.lognormal(0, 2, 30_000)}))
+    edges = profile.columns["x"].edges
+    values = np.concatenate([rng.lognormal(0.5, 2.5, 200_000), edges, edges[-1:] * 3, [-1.0, 0.0],
+                             np.nextafter(edges, np.inf), np.nextafter(edges, -np.inf)])  # fmt: skip
+    special = np.array([np.nan, np.inf, -np.inf, np.nan])
+    values = np.concatenate([values, special])
+    rng.shuffle(values)
+    if source == "pandas":
+        current = pd.DataFrame({"x": values})
+    else:
+        chunks = [pa.array(part, from_pandas=True) for part in np.array_split(values, 7)]  # NaN -> null
+        current = pa.table({"x": pa.chunked_array(chunks)})
+    counted = profile.count(current).columns["x"]
+    finite = values[np.isfinite(values)]
+    cells = np.searchsorted(edges, finite, side="right")
+    cells[finite == edges[-1]] = len(edges) - 1
+    assert counted.counts.tolist() == np.bincount(cells, minlength=len(edges) + 1).tolist()
+    assert counted.nulls == len(values) - len(finite) and counted.rows == len(values)
+    assert counted.total == pytest.approx(finite.sum(), rel=1e-12)
+    assert counted.total_sq == pytest.approx(np.dot(finite, finite), rel=1e-12)
+    assert counted.beyond_low == pytest.approx((edges[0] - finite[finite < edges[0]]).sum(), rel=1e-12)
+    assert counted.beyond_high == pytest.approx((finite[finite > edges[-1]] - edges[-1]).sum(), rel=1e-12)
+
+
+def test_arrow_tables_profile_like_pandas_frames():
+    import pyarrow as pa
+
+    ref, cur = frame(1, 0), frame(2, 1)
+    ref["level"] = np.arange(N) % 4  # few distinct numbers: categorical
+    cur["level"] = np.arange(N) % 5
+    ref.loc[::7, "normal"] = np.nan
+    arrow = pa.Table.from_pandas(ref, preserve_index=False)
+    arrow = arrow.set_column(arrow.schema.get_field_index("color"), "color", arrow["color"].dictionary_encode())
+    from_pandas, from_arrow = Profile.fit(ref), Profile.fit(arrow)
+    assert from_pandas.to_dict() == from_arrow.to_dict()
+    assert from_pandas.count(cur).to_dict() == from_arrow.count(pa.Table.from_pandas(cur)).to_dict()

@@ -24,12 +24,14 @@ def drift(
     from concurrent.futures import ThreadPoolExecutor
 
     from loopml.data.drift import Thresholds, compare
-    from loopml.data.io import read_table
+    from loopml.data.io import read_arrow
     from loopml.data.profile import Profile
 
+    reference_table = read_arrow(reference)  # alone: Arrow reads with every core
     with ThreadPoolExecutor(max_workers=1) as pool:  # Arrow reads the second file while the first is fitted
-        later = pool.submit(read_table, current, text_as_category=True)
-        profile = Profile.fit(read_table(reference, text_as_category=True))
+        later = pool.submit(read_arrow, current)
+        profile = Profile.fit(reference_table)
+        del reference_table
         counted = profile.count(later.result())
     report = compare(profile, counted, Thresholds(psi_alert=psi_alert, drift_share=drift_share))
     if report_path:

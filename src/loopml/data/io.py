@@ -7,11 +7,15 @@ a `DataError` that says which file, what went wrong and how to fix it.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from loopml.errors import DataError
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
 
 READERS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "tsv"}
 
@@ -30,12 +34,27 @@ def table_format(path: str) -> str:
     return READERS[suffix]
 
 
-def read_table(path: str | Path, columns: list[str] | None = None, text_as_category: bool = False) -> pd.DataFrame:
-    """Read a whole table; raise `DataError` for a missing, corrupt or empty file.
+def read_table(path: str | Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """Read a whole table into pandas; raise `DataError` for a missing, corrupt or empty file."""
 
-    `text_as_category` reads Parquet text columns as pandas categoricals straight from the file's
-    dictionary pages: no Python string per row (five times faster to read and to count)."""
-    path = str(path)
+    def read(path: str, fmt: str) -> pd.DataFrame:
+        import pandas as pd
+
+        if fmt == "parquet":
+            return pd.read_parquet(path, columns=columns)
+        return pd.read_csv(path, sep="\t" if fmt == "tsv" else ",", usecols=columns)
+
+    return _read(str(path), read)
+
+
+def read_arrow(path: str | Path) -> pa.Table:
+    """Read a whole table into Arrow, text as dictionaries (Parquet stores it so: no Python string
+    per row, and counting it is counting small integers); `DataError` like `read_table`. What
+    `loopml drift` reads with: it never imports pandas."""
+    return _read(str(path), _read_arrow)
+
+
+def _read(path: str, reader: Callable[[str, str], Any]) -> Any:
     fmt = table_format(path)
     if not is_url(path) and not Path(path).exists():
         raise DataError(
@@ -43,39 +62,41 @@ def read_table(path: str | Path, columns: list[str] | None = None, text_as_categ
             "or run the prepare stage (`loopml run`) that creates it"
         )
     try:
-        if fmt == "parquet" and text_as_category:
-            frame = _read_parquet_dictionary(path, columns)
-        elif fmt == "parquet":
-            frame = pd.read_parquet(path, columns=columns)
-        else:
-            frame = pd.read_csv(path, sep="\t" if fmt == "tsv" else ",", usecols=columns)
+        table = reader(path, fmt)
     except (OSError, ValueError, ImportError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DataError(f"{path}: cannot read it as {fmt} ({reason}); is the file complete and really {fmt}?") from None
-    if frame.empty:
-        raise DataError(f"{path}: the dataset is empty ({len(frame.columns)} columns, 0 rows)")
-    return frame
+    width = table.num_columns if hasattr(table, "num_columns") else len(table.columns)
+    if len(table) == 0 or width == 0:
+        raise DataError(f"{path}: the dataset is empty ({width} columns, {len(table)} rows)")
+    return table
 
 
-def _read_parquet_dictionary(path: str, columns: list[str] | None) -> pd.DataFrame:
+def _read_arrow(path: str, fmt: str) -> pa.Table:
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    source = path
-    if is_url(path):  # local files go to Arrow's own reader: a Python file object is much slower
+    source: Any = path
+    if is_url(path):  # local files go to Arrow's own readers: a Python file object is much slower
         import fsspec
 
         source = fsspec.open(path, "rb").open()
     try:
+        if fmt != "parquet":
+            from pyarrow import csv
+
+            options = csv.ConvertOptions(strings_can_be_null=True)  # "", "NA", "null"...: nulls, as in pandas
+            parse = csv.ParseOptions(delimiter="\t" if fmt == "tsv" else ",")
+            return csv.read_csv(source, parse_options=parse, convert_options=options)
+        import pyarrow.parquet as pq
+
         schema = pq.read_schema(source)
         text = [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
         if not isinstance(source, str):
             source.seek(0)
-        table = pq.read_table(source, columns=columns, read_dictionary=text)
+        return pq.read_table(source, read_dictionary=text)
     finally:
         if not isinstance(source, str):
             source.close()
-    return table.to_pandas()
 
 
 def file_digest(path: str | Path) -> str:

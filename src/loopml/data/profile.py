@@ -12,16 +12,19 @@ to the counts of the whole (`merge`), so big data is profiled chunk by chunk.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pandas as pd
+
+from loopml.data import columns
 
 NUMERIC_CELLS = 200  # equal-mass cells: binned KS distance is within 1/200 of the exact value
 # Extra quantile levels in both tails: equal-mass cells there are very wide (heavy tails), and
 # narrow tail cells keep the Wasserstein distance close to exact.
 TAIL_LEVELS = np.geomspace(1e-5, 4e-3, 10)
+LEVELS = np.unique(np.concatenate([np.linspace(0, 1, NUMERIC_CELLS + 1), TAIL_LEVELS, 1 - TAIL_LEVELS]))
 MAX_CATEGORIES = 20  # numeric columns with at most this many distinct values count as categorical
 GRID_SAMPLE = 100_000  # the quantile grid is fitted on at most this many values (an even stride)
 PROFILE_FORMAT = 1
@@ -46,56 +49,34 @@ class ColumnProfile:
     _table: _LookupTable | None = field(default=None, repr=False, compare=False)
 
     # -- counting ---------------------------------------------------------------------------
-    def count(self, values: pd.Series) -> ColumnProfile:
-        """A profile of `values` on this column's grid."""
-        out = ColumnProfile(self.name, self.kind, self.edges, self.levels, self.categories)
-        out.rows = len(values)
+    def count(self, values: columns.Column) -> ColumnProfile:
+        """A profile of `values` (pandas, pyarrow or NumPy) on this column's grid."""
         if self.kind == "numeric":
-            numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-            self._count_numbers(numbers, out)
-        else:
-            uniques, per_unique, out.nulls = _value_counts(values)
-            where = self._category_index(pd.Index(uniques))  # -1: a value the reference never had
-            out.counts = np.zeros(len(self.categories) + 1, dtype=np.int64)  # [categories..., unseen]
-            np.add.at(out.counts, np.where(where >= 0, where, len(self.categories)), per_unique)
-        return out
+            return self._count_numbers(columns.float_blocks(values), len(values))
+        return self._count_categories(*columns.value_counts(values), len(values))
 
-    def _count_numbers(self, numbers: np.ndarray, out: ColumnProfile) -> None:
-        """Counts, nulls, sums and tail excess of `numbers` into `out`, a chunk at a time: each
-        step's temporaries then stay in the CPU cache (twice as fast as whole-column passes)."""
-        edges = self.edges
-        out.counts = np.zeros(len(edges) + 1, dtype=np.int64)
-        for start in range(0, len(numbers), CHUNK):
-            chunk = numbers[start : start + CHUNK]
-            finite_mask = np.isfinite(chunk)
-            finite = chunk if finite_mask.all() else chunk[finite_mask]
-            out.nulls += len(chunk) - len(finite)
-            cells = self._cells(finite)
-            per_cell = np.bincount(cells, minlength=len(edges) + 1)
-            out.counts += per_cell
-            out.total += float(finite.sum())
-            out.total_sq += float(np.dot(finite, finite))
-            if per_cell[0]:  # cell 0 holds exactly the values below the lowest edge
-                out.beyond_low += float((edges[0] - finite[cells == 0]).sum())
-            if per_cell[-1]:
-                out.beyond_high += float((finite[cells == len(edges)] - edges[-1]).sum())
-
-    def _cells(self, x: np.ndarray) -> np.ndarray:
-        """Cell of each value: 0 underflow, 1..len(edges)-1 the grid, len(edges) overflow.
-
-        A binary search per value costs ~50 ns; instead a uniform lookup table over the grid's
-        range answers most values with one multiply and one gather, and only values in table
-        buckets that straddle an edge fall back to the binary search.
-        """
+    def _count_numbers(self, blocks: list[np.ndarray], rows: int) -> ColumnProfile:
         if self._table is None:
             self._table = _LookupTable(self.edges)
-        return self._table.cells(x)
+        out = self._empty(rows)
+        counts, sums = self._table.count(blocks)
+        out.counts, out.nulls = counts[:-1], int(counts[-1])
+        out.total, out.total_sq, out.beyond_low, out.beyond_high = sums
+        return out
 
-    def _category_index(self, uniques: pd.Index) -> np.ndarray:
-        numbers = all(isinstance(c, int | float) for c in self.categories)
-        if numbers and pd.api.types.is_numeric_dtype(uniques):  # 3 and 3.0 are the same category
-            return pd.Index([float(c) for c in self.categories]).get_indexer(uniques.astype(float))
-        return pd.Index([str(c) for c in self.categories]).get_indexer(uniques.astype(str))
+    def _count_categories(self, uniques: list[Any], per_unique: np.ndarray, nulls: int, rows: int) -> ColumnProfile:
+        out = self._empty(rows)
+        out.nulls = nulls
+        where = columns.category_index(self.categories, uniques)  # -1: a value the reference never had
+        out.counts = np.zeros(len(self.categories) + 1, dtype=np.int64)  # [categories..., unseen]
+        np.add.at(out.counts, np.where(where >= 0, where, len(self.categories)), per_unique)
+        return out
+
+    def _empty(self, rows: int) -> ColumnProfile:
+        """A profile on this grid with no counts yet (sharing the lookup table)."""
+        out = ColumnProfile(self.name, self.kind, self.edges, self.levels, self.categories, _table=self._table)
+        out.rows = rows
+        return out
 
     def merge(self, other: ColumnProfile) -> ColumnProfile:
         if self.kind != other.kind or not _same_grid(self, other):
@@ -154,17 +135,18 @@ class Profile:
     columns: dict[str, ColumnProfile]
 
     @classmethod
-    def fit(cls, frame: pd.DataFrame) -> Profile:
-        """Fit the grid on reference data and count it: the reference profile."""
-        grid = {name: _grid(name, frame[name]) for name in frame.columns}
-        return cls({name: column.count(frame[name]) for name, column in grid.items()})
+    def fit(cls, frame) -> Profile:
+        """Fit the grid on reference data (a pandas DataFrame or a pyarrow Table) and count it:
+        the reference profile."""
+        return cls({name: _fit(str(name), frame[name]) for name in columns.names(frame)})
 
-    def count(self, frame: pd.DataFrame) -> Profile:
+    def count(self, frame) -> Profile:
         """Count `frame` on this profile's grid (columns it lacks are counted as all-null)."""
         # One column after another: numeric counting is many short NumPy calls on cache-sized
-        # chunks, and threads (measured on 2 cores) only fought over the GIL and the caches.
-        empty = pd.Series(np.full(len(frame), np.nan))
-        return Profile({name: column.count(frame[name] if name in frame.columns else empty)
+        # chunks, and several of them (bincount, the casts) hold the GIL: two threads were
+        # measured twice as slow as one on 2 cores.
+        present, missing = set(columns.names(frame)), np.full(len(frame), np.nan)
+        return Profile({name: column.count(frame[name] if name in present else missing)
                         for name, column in self.columns.items()})  # fmt: skip
 
     def merge(self, other: Profile) -> Profile:
@@ -178,15 +160,16 @@ class Profile:
         return cls({c["name"]: ColumnProfile.from_dict(c) for c in data["columns"]})
 
 
-def _edges_at_or_below(edges: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """`np.searchsorted(edges, points, side="right")` for non-decreasing `points`, searching the few
-    edges among the many points instead: an edge counts for every point from the first one at or
-    above it on (exactly equal; 40x faster for a 2^18-bucket table)."""
-    from_here = np.searchsorted(points, edges, side="left")
-    return np.cumsum(np.bincount(from_here, minlength=len(points) + 1))[: len(points)]
-
-
 class _LookupTable:
+    """The cell of a value in one multiply and one gather, for most values.
+
+    A binary search among the edges costs ~50 ns a value; instead a uniform table of 2^18
+    buckets over the grid's range gives each bucket's cell, and only values in buckets that
+    hold an edge (or lie outside the grid) fall back to the binary search. Counting runs over
+    cache-sized chunks into preallocated buffers: memory traffic and page faults, not
+    arithmetic, are what this costs.
+    """
+
     BUCKETS = 1 << 18
 
     def __init__(self, edges: np.ndarray):
@@ -194,72 +177,155 @@ class _LookupTable:
         self.low = float(edges[0])
         span = float(edges[-1] - edges[0])
         self.scale = self.BUCKETS / span if span > 0 else 0.0
-        starts = (
-            self.low + np.arange(self.BUCKETS + 1) / self.scale if self.scale else np.full(self.BUCKETS + 1, self.low)
-        )
-        # The cell of each bucket's first and last point; equal means the bucket holds no edge.
-        # Buckets are widened by a millionth of their width on both sides: rounding in
-        # (x - low) * scale may put a value a hair across a bucket boundary.
-        margin = 1e-6 / self.scale if self.scale else 0.0
-        first = _edges_at_or_below(edges, starts[:-1] - margin)
-        last = _edges_at_or_below(edges, starts[1:] + margin)
-        inner = np.where(first == last, first, -1)
-        # slot 0: below the grid (cell 0); last slot: at or above the top edge (decided exactly)
-        self.table = np.concatenate([[0], inner, [-1]]).astype(np.int16)  # a grid has < 300 edges; small in cache
+        # Cells past the grid's: the null cell, then "pending", for values the binary search decides.
+        self.null_cell, self.pending = len(edges) + 1, len(edges) + 2
+        # Slot 0: NaN (its cast to an integer is clipped to 0). Slot 1: below the grid; the last
+        # slot: at or above the top edge. Both are decided exactly: they hold ±inf (nulls too) and
+        # the top edge itself (which closes the last cell).
+        self.table = np.concatenate([np.array([self.null_cell, self.pending], np.int16), self._buckets(),
+                                     np.array([self.pending], np.int16)])  # fmt: skip
 
-    def cells(self, x: np.ndarray) -> np.ndarray:
-        position = x - self.low  # one temporary, updated in place: memory traffic is the cost here
-        position *= self.scale
-        position += 1.0
-        np.clip(position, 0.0, self.BUCKETS + 1, out=position)
-        cells = self.table[position.astype(np.int32)]
-        unsure = np.flatnonzero(cells < 0)  # above the top edge, or in a bucket that holds an edge
-        if len(unsure):
-            values = x[unsure]
-            exact = np.searchsorted(self.edges, values, side="right")
-            exact[values == self.edges[-1]] = len(self.edges) - 1  # the top edge closes the last cell
-            cells[unsure] = exact
+    def _buckets(self) -> np.ndarray:
+        """The cell of each bucket, or `pending` where a bucket holds an edge.
+
+        Bucket j spans [start(j), start(j+1)), start(j) = low + j / scale, widened by a millionth
+        of its width on both sides: rounding in (x - low) * scale may put a value a hair across a
+        boundary. Edge i lies before every bucket from J1[i] = min{j : start(j) - margin >= edge}
+        on, and may lie inside buckets J2[i] = min{j : start(j+1) + margin >= edge} to J1[i] - 1.
+        Both are found by bisection over j, per edge, with the same float arithmetic a value meets:
+        no per-bucket arrays are built (40x less work than a search per bucket, no page faults).
+        """
+        edges, buckets = self.edges, self.BUCKETS
+        if not self.scale:
+            return np.full(buckets, self.pending)
+        margin = 1e-6 / self.scale
+        j1 = _first_bucket(lambda j: (self.low + j / self.scale) - margin >= edges, len(edges), buckets)
+        j2 = _first_bucket(lambda j: (self.low + (j + 1) / self.scale) + margin >= edges, len(edges), buckets)
+        # the cell is the number of edges before the bucket: constant between consecutive J1
+        cells = np.repeat(np.arange(len(edges) + 1, dtype=np.int16), np.diff(np.concatenate([[0], j1, [buckets]])))
+        for inside_from, inside_to in zip(j2, j1, strict=True):
+            cells[inside_from:inside_to] = self.pending
         return cells
 
+    def count(self, blocks: list[np.ndarray]) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+        """Counts per cell `[under, cells..., over, null]` of float64 `blocks` (NaN and ±inf are
+        nulls), and the sum, sum of squares, underflow excess and overflow excess of the rest."""
+        top = float(self.BUCKETS + 2)
+        counts = np.zeros(len(self.edges) + 3, dtype=np.int64)
+        pending: list[np.ndarray] = []  # values for the binary search, decided once at the end
+        shifted_sum = shifted_sq = 0.0
+        for chunk in (block[start : start + CHUNK] for block in blocks for start in range(0, len(block), CHUNK)):
+            shifted, position, cells, index, mask = _BUFFERS.sized(len(chunk))
+            np.subtract(chunk, self.low, out=shifted)  # also summed below: shifted sums lose less precision
+            np.multiply(shifted, self.scale, out=position)
+            position += 2.0
+            np.clip(position, 1.0, top, out=position)  # NaN stays NaN
+            with np.errstate(invalid="ignore"):  # NaN casts to INT_MIN (x86) or 0 (ARM): slot 0 either way
+                np.copyto(index, position, casting="unsafe")
+            np.take(self.table, index, out=cells, mode="clip")
+            per_cell = np.bincount(cells, minlength=len(counts))
+            counts += per_cell
+            if per_cell[self.pending]:
+                pending.append(chunk[np.equal(cells, self.pending, out=mask)])
+            if per_cell[self.null_cell]:  # NaN: out of the sums
+                np.copyto(shifted, 0.0, where=np.equal(cells, self.null_cell, out=mask))
+            chunk_sum = float(shifted.sum())
+            if not np.isfinite(chunk_sum):  # ±inf (rare): out of the sums too; counted as nulls below
+                np.copyto(shifted, 0.0, where=np.isinf(shifted, out=mask))
+                chunk_sum = float(shifted.sum())
+            shifted_sum += chunk_sum
+            # not np.dot: OpenBLAS would run it on a second thread that then spins between calls,
+            # burning the core Arrow reads the next file on (measured: +1.5 s of CPU per run)
+            shifted_sq += float(np.einsum("i,i->", shifted, shifted))
+        beyond = self._decide_pending(pending, counts)
+        present = int(counts[: self.null_cell].sum())
+        # back from values shifted by `low`: Σx = Σd + n·low, Σx² = Σd² + 2·low·Σd + n·low²
+        total = shifted_sum + present * self.low
+        total_sq = shifted_sq + 2 * self.low * shifted_sum + present * self.low**2
+        return counts[: self.pending], (total, total_sq, *beyond)
 
-def _value_counts(values: pd.Series) -> tuple[Any, np.ndarray, int]:
-    """Distinct non-null values, how often each occurs, and the number of nulls. Text held in
-    Arrow (pandas' default string dtype) is counted by Arrow itself, 20% faster than hashing
-    through pandas; everything else is factorized (instant for categoricals)."""
-    dtype = values.dtype
-    if isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow":
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
-        counted = pc.value_counts(pa.array(values))
-        distinct, counts = counted.field("values"), counted.field("counts").to_numpy()
-        valid = distinct.is_valid().to_numpy(zero_copy_only=False)
-        return distinct.filter(valid).to_pylist(), counts[valid], int(counts[~valid].sum())
-    codes, uniques = pd.factorize(values, use_na_sentinel=True)  # hashes each distinct value once
-    found = codes >= 0
-    return uniques, np.bincount(codes[found], minlength=len(uniques)), int(len(codes) - found.sum())
+    def _decide_pending(self, pending: list[np.ndarray], counts: np.ndarray) -> tuple[float, float]:
+        """Move the pending values into their cells by binary search; return the underflow and
+        overflow excess (every value past the grid is pending)."""
+        if not pending:
+            return 0.0, 0.0
+        edges = self.edges
+        values = np.concatenate(pending)
+        cells = np.searchsorted(edges, values, side="right")
+        cells[values == edges[-1]] = len(edges) - 1  # the top edge closes the last cell
+        cells[np.isinf(values)] = self.null_cell
+        counts[self.pending] = 0
+        counts += np.bincount(cells, minlength=len(counts))
+        return float((edges[0] - values[cells == 0]).sum()), float((values[cells == len(edges)] - edges[-1]).sum())
 
 
-def _grid(name: str, values: pd.Series) -> ColumnProfile:
-    numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
-    if numeric:
-        numbers = values.to_numpy(dtype=np.float64, na_value=np.nan)
-        head = numbers[:10_000]
+def _first_bucket(reached, edges: int, buckets: int) -> np.ndarray:
+    """Per edge, the least bucket j in [0, buckets) where `reached(j)` (monotone in j, evaluated for
+    all edges at once) holds, or `buckets` where none does: a bisection, 18 steps for 2^18."""
+    low, high = np.zeros(edges, dtype=np.int64), np.full(edges, buckets, dtype=np.int64)
+    while np.any(low < high):
+        middle = (low + high) // 2
+        holds = reached(middle.astype(np.float64)) & (low < high)
+        high = np.where(holds, middle, high)
+        low = np.where(holds | (low >= high), low, middle + 1)
+    return low
+
+
+class _Buffers(threading.local):
+    """Scratch arrays for one chunk, allocated once per thread: fresh ones per column cost page faults."""
+
+    def __init__(self):
+        self.arrays = (np.empty(CHUNK), np.empty(CHUNK), np.empty(CHUNK, dtype=np.int16),
+                       np.empty(CHUNK, dtype=np.int32), np.empty(CHUNK, dtype=bool))  # fmt: skip
+
+    def sized(self, n: int) -> tuple[np.ndarray, ...]:
+        return tuple(a[:n] for a in self.arrays)
+
+
+_BUFFERS = _Buffers()
+
+
+def _fit(name: str, values: columns.Column) -> ColumnProfile:
+    """One column's grid, fitted on `values`, and its counts of them (the values read once)."""
+    if columns.is_numeric(values):
+        blocks = columns.float_blocks(values)
+        head = blocks[0][:10_000] if blocks else np.zeros(0)
         # Few distinct values: categorical. A slice answers that for most columns without a full sort.
         distinct = np.unique(head[np.isfinite(head)])
         if len(distinct) <= MAX_CATEGORIES:
-            distinct = np.unique(numbers[np.isfinite(numbers)])
+            everything = np.concatenate(blocks) if blocks else head
+            distinct = np.unique(everything[np.isfinite(everything)])
         if len(distinct) > MAX_CATEGORIES:
-            if len(numbers) > GRID_SAMPLE:  # the grid is only where cells lie; counts stay exact
-                numbers = numbers[:: len(numbers) // GRID_SAMPLE]
-            finite = numbers[np.isfinite(numbers)]
-            levels = np.unique(np.concatenate([np.linspace(0, 1, NUMERIC_CELLS + 1), TAIL_LEVELS, 1 - TAIL_LEVELS]))
-            edges = np.quantile(finite, levels)
+            sample = _stride_sample(blocks, GRID_SAMPLE)  # the grid is only where cells lie; counts stay exact
+            edges = _quantiles(sample[np.isfinite(sample)], LEVELS)
             keep = np.concatenate([[True], np.diff(edges) > 0])  # repeated values: one edge, its first level
-            return ColumnProfile(str(name), "numeric", edges=edges[keep], levels=levels[keep])
-        return ColumnProfile(str(name), "categorical", categories=[_plain(v) for v in distinct])
-    categories = sorted({str(v) for v in values.dropna().unique()})
-    return ColumnProfile(str(name), "categorical", categories=categories)
+            grid = ColumnProfile(name, "numeric", edges=edges[keep], levels=LEVELS[keep])
+            return grid._count_numbers(blocks, len(values))
+        return ColumnProfile(name, "categorical", categories=[_plain(v) for v in distinct]).count(values)
+    counted = columns.value_counts(values)
+    grid = ColumnProfile(name, "categorical", categories=sorted({str(v) for v in counted[0]}))
+    return grid._count_categories(*counted, len(values))
+
+
+def _stride_sample(blocks: list[np.ndarray], size: int) -> np.ndarray:
+    """Every k-th value across `blocks`, at most about `size` of them."""
+    step = max(1, sum(len(b) for b in blocks) // size)
+    picked, phase = [], 0
+    for block in blocks:
+        picked.append(block[phase::step])
+        phase = (phase - len(block)) % step
+    return np.concatenate(picked) if picked else np.zeros(0)
+
+
+def _quantiles(values: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """`np.quantile(values, levels)` (equal to it), from one sort: 30% faster than its partitions
+    for 231 levels."""
+    ordered = np.sort(values)
+    position = levels * (len(ordered) - 1)
+    below = np.floor(position).astype(np.intp)
+    low, high = ordered[below], ordered[np.minimum(below + 1, len(ordered) - 1)]
+    step, fraction = high - low, position - below
+    return np.where(fraction >= 0.5, high - step * (1 - fraction), low + step * fraction)  # NumPy's monotone lerp
 
 
 def _same_grid(a: ColumnProfile, b: ColumnProfile) -> bool:
