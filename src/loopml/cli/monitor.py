@@ -127,7 +127,7 @@ def feedback(
 
 
 def _drifted(drift) -> str:
-    """"3/65: pixel_2, pixel_9, …" — the count, then the most drifted names that fit."""
+    """ "3/65: pixel_2, pixel_9, …" — the count, then the most drifted names that fit."""
     if drift is None:
         return "—"
     worst = sorted((c for c in drift.columns if c.drifted), key=lambda c: -(c.stats.get("psi") or 0.0))

@@ -412,11 +412,7 @@ class ServingApp:
         self._authorize_inference(headers)
         payload = _parse(lambda raw: orjson.loads(raw), await self._body(receive, headers))
         items = payload.get("feedback", [payload]) if isinstance(payload, dict) else None
-        if (
-            not isinstance(items, list)
-            or not items
-            or not all(_feedback_item(i) for i in items)
-        ):
+        if not isinstance(items, list) or not items or not all(_feedback_item(i) for i in items):
             raise HttpError(400, 'send {"id": REQUEST_ID, "label": VALUE} or {"feedback": [{"id": ..., '
                                  '"label": ...}]}; an optional "row" (an int >= 0) picks a row of a batch, and a '
                                  "list label covers rows 0, 1, ...")  # fmt: skip
