@@ -131,6 +131,33 @@ def test_drift_command(tmp_path):
     assert missing.returncode == 1 and "not found" in missing.stderr
 
 
+def test_profile_pair_in_worker_processes_equals_one_process(tmp_path, monkeypatch):
+    """Two local Parquet files are profiled by forked workers, each with its own columns (on 2+
+    cores); the result is the one-process result, columns in the reference's order. A column the
+    current file lacks counts as nulls; a worker's read error reaches the caller as a DataError."""
+    from loopml.data import pair
+    from loopml.data.io import read_arrow
+    from loopml.errors import DataError
+
+    ref, cur = frame(1, 0), frame(2, 1)
+    cur = cur.drop(columns=["uniform"]).assign(extra=1.0)
+    ref.to_parquet(tmp_path / "ref.parquet")
+    cur.to_parquet(tmp_path / "cur.parquet")
+    order, shares = pair._shares(str(tmp_path / "ref.parquet"), str(tmp_path / "cur.parquet"))
+    if len(shares) < 2:
+        pytest.skip("one core: no worker processes")
+    assert sorted(sum(shares, [])) == sorted(ref.columns) and order == list(ref.columns)
+    profile, counted = pair.profile_pair(str(tmp_path / "ref.parquet"), str(tmp_path / "cur.parquet"))
+    alone = Profile.fit(read_arrow(tmp_path / "ref.parquet"))
+    assert list(profile.columns) == list(ref.columns)
+    assert profile.to_dict() == alone.to_dict()
+    assert counted.to_dict() == alone.count(read_arrow(tmp_path / "cur.parquet")).to_dict()
+    assert counted.columns["uniform"].nulls == len(cur)
+    (tmp_path / "bad.parquet").write_bytes((tmp_path / "cur.parquet").read_bytes()[:5000])
+    with pytest.raises(DataError, match="bad.parquet"):
+        pair.profile_pair(str(tmp_path / "ref.parquet"), str(tmp_path / "bad.parquet"))
+
+
 @pytest.mark.parametrize("mass_at", ["top", "bottom", "middle"])
 def test_point_masses_wider_than_a_decile(mass_at):
     """Images with 70% black pixels: the reference's deciles merge where its edges do, PSI still
@@ -182,7 +209,11 @@ def test_counts_equal_a_binary_search_per_value(source):
     if source == "pandas":
         current = pd.DataFrame({"x": values})
     else:
-        chunks = [pa.array(part, from_pandas=True) for part in np.array_split(values, 7)]  # NaN -> null
+        # NaN -> null, its value slot holding a number that must not be counted; the first chunk is a
+        # slice, so its rows start mid-byte in the validity bitmap
+        parts = np.array_split(np.concatenate([[7.0] * 5, values]), 7)
+        chunks = [pa.array(np.where(np.isnan(part), edges[5], part), mask=np.isnan(part)) for part in parts]
+        chunks[0] = chunks[0].slice(5)
         current = pa.table({"x": pa.chunked_array(chunks)})
     counted = profile.count(current).columns["x"]
     finite = values[np.isfinite(values)]

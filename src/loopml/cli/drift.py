@@ -21,18 +21,10 @@ def drift(
 ) -> None:
     """Compare two datasets column by column: PSI, KS, Wasserstein, Jensen–Shannon, chi², null and
     unseen shares; a verdict per column and for the dataset. Exit 0 whatever the verdict."""
-    from concurrent.futures import ThreadPoolExecutor
-
     from loopml.data.drift import Thresholds, compare
-    from loopml.data.io import read_arrow
-    from loopml.data.profile import Profile
+    from loopml.data.pair import profile_pair
 
-    reference_table = read_arrow(reference)  # alone: Arrow reads with every core
-    with ThreadPoolExecutor(max_workers=1) as pool:  # Arrow reads the second file while the first is fitted
-        later = pool.submit(read_arrow, current)
-        profile = Profile.fit(reference_table)
-        del reference_table
-        counted = profile.count(later.result())
+    profile, counted = profile_pair(reference, current)
     report = compare(profile, counted, Thresholds(psi_alert=psi_alert, drift_share=drift_share))
     if report_path:
         from pathlib import Path

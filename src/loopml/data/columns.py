@@ -11,6 +11,7 @@ else comes out as distinct values with their counts.
 from __future__ import annotations
 
 import numbers
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -37,28 +38,53 @@ def is_numeric(values: Column) -> bool:
     return pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
 
 
-def float_blocks(values: Column) -> list[np.ndarray]:
-    """The column as float64 arrays, NaN for nulls (text that is not a number is null too)."""
+@dataclass
+class FloatBlock:
+    """float64 values, and where they are null (None: no nulls but NaN). Arrow leaves a null's
+    value slot undefined; `nulls` says which slots to ignore, so no filled copy is made."""
+
+    values: np.ndarray
+    nulls: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def masked(self, step: int = 1, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """values[start:stop:step] with NaN for nulls."""
+        picked = self.values[start:stop:step]
+        if self.nulls is None:
+            return picked
+        return np.where(self.nulls[start:stop:step], np.nan, picked)
+
+
+def float_blocks(values: Column) -> list[FloatBlock]:
+    """The column as float64 blocks (text that is not a number is null), without copying where the
+    data allows: an Arrow column chunk by chunk, a pandas float column whole."""
     if isinstance(values, np.ndarray):
-        return [values.astype(np.float64, copy=False)]
+        return [FloatBlock(values.astype(np.float64, copy=False))]
     if _is_arrow(values):
         return [_arrow_floats(chunk) for chunk in getattr(values, "chunks", [values]) if len(chunk)]
     import pandas as pd
 
     if values.dtype == np.float64:  # a NumPy-backed float column: no copy
-        return [values.to_numpy()]
-    return [pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)]
+        return [FloatBlock(values.to_numpy())]
+    return [FloatBlock(pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan))]
 
 
-def _arrow_floats(chunk) -> np.ndarray:
+def _arrow_floats(chunk) -> FloatBlock:
     import pyarrow as pa
     import pyarrow.compute as pc
 
     if chunk.type != pa.float64():
         chunk = pc.cast(chunk, pa.float64())
-    if chunk.null_count:  # one chunk at a time: Arrow's pool reuses the memory, no page faults
-        chunk = pc.fill_null(chunk, np.nan)
-    return chunk.to_numpy(zero_copy_only=True)
+    # The data buffer as it is (zero-copy) and the validity bitmap unpacked to one byte a row
+    # (an eighth of the data); filling nulls with NaN instead copies every chunk.
+    values = np.frombuffer(chunk.buffers()[1], dtype=np.float64, count=chunk.offset + len(chunk))[chunk.offset :]
+    if not chunk.null_count:
+        return FloatBlock(values)
+    bitmap = np.frombuffer(chunk.buffers()[0], dtype=np.uint8)
+    nulls = np.unpackbits(~bitmap, count=chunk.offset + len(chunk), bitorder="little")[chunk.offset :]
+    return FloatBlock(values, nulls.view(bool))
 
 
 def value_counts(values: Column) -> tuple[list[Any], np.ndarray, int]:

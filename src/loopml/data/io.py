@@ -47,11 +47,11 @@ def read_table(path: str | Path, columns: list[str] | None = None) -> pd.DataFra
     return _read(str(path), read)
 
 
-def read_arrow(path: str | Path) -> pa.Table:
-    """Read a whole table into Arrow, text as dictionaries (Parquet stores it so: no Python string
-    per row, and counting it is counting small integers); `DataError` like `read_table`. What
-    `loopml drift` reads with: it never imports pandas."""
-    return _read(str(path), _read_arrow)
+def read_arrow(path: str | Path, columns: list[str] | None = None) -> pa.Table:
+    """Read a table (or some of its columns) into Arrow, text as dictionaries (Parquet stores it
+    so: no Python string per row, and counting it is counting small integers); `DataError` like
+    `read_table`. What `loopml drift` reads with: it never converts to pandas."""
+    return _read(str(path), lambda path, fmt: _read_arrow(path, fmt, columns))
 
 
 def _read(path: str, reader: Callable[[str, str], Any]) -> Any:
@@ -64,15 +64,29 @@ def _read(path: str, reader: Callable[[str, str], Any]) -> Any:
     try:
         table = reader(path, fmt)
     except (OSError, ValueError, ImportError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DataError(f"{path}: cannot read it as {fmt} ({reason}); is the file complete and really {fmt}?") from None
+        raise _unreadable(path, fmt, exc) from None
     width = table.num_columns if hasattr(table, "num_columns") else len(table.columns)
     if len(table) == 0 or width == 0:
         raise DataError(f"{path}: the dataset is empty ({width} columns, {len(table)} rows)")
     return table
 
 
-def _read_arrow(path: str, fmt: str) -> pa.Table:
+def parquet_columns(path: str) -> list[str]:
+    """The column names a local Parquet file holds (from its footer); `DataError` like `read_table`."""
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_schema(path).names
+    except (OSError, ValueError) as exc:
+        raise _unreadable(path, "parquet", exc) from None
+
+
+def _unreadable(path: str, fmt: str, exc: Exception) -> DataError:
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return DataError(f"{path}: cannot read it as {fmt} ({reason}); is the file complete and really {fmt}?")
+
+
+def _read_arrow(path: str, fmt: str, columns: list[str] | None) -> pa.Table:
     import pyarrow as pa
 
     source: Any = path
@@ -84,16 +98,19 @@ def _read_arrow(path: str, fmt: str) -> pa.Table:
         if fmt != "parquet":
             from pyarrow import csv
 
-            options = csv.ConvertOptions(strings_can_be_null=True)  # "", "NA", "null"...: nulls, as in pandas
+            # "", "NA", "null"...: nulls, as in pandas
+            options = csv.ConvertOptions(strings_can_be_null=True, include_columns=columns)
             parse = csv.ParseOptions(delimiter="\t" if fmt == "tsv" else ",")
             return csv.read_csv(source, parse_options=parse, convert_options=options)
         import pyarrow.parquet as pq
 
         schema = pq.read_schema(source)
         text = [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
+        if columns is not None:
+            text = [name for name in text if name in columns]
         if not isinstance(source, str):
             source.seek(0)
-        return pq.read_table(source, read_dictionary=text)
+        return pq.read_table(source, columns=columns, read_dictionary=text)
     finally:
         if not isinstance(source, str):
             source.close()

@@ -55,7 +55,7 @@ class ColumnProfile:
             return self._count_numbers(columns.float_blocks(values), len(values))
         return self._count_categories(*columns.value_counts(values), len(values))
 
-    def _count_numbers(self, blocks: list[np.ndarray], rows: int) -> ColumnProfile:
+    def _count_numbers(self, blocks: list[columns.FloatBlock], rows: int) -> ColumnProfile:
         if self._table is None:
             self._table = _LookupTable(self.edges)
         out = self._empty(rows)
@@ -207,21 +207,25 @@ class _LookupTable:
             cells[inside_from:inside_to] = self.pending
         return cells
 
-    def count(self, blocks: list[np.ndarray]) -> tuple[np.ndarray, tuple[float, float, float, float]]:
-        """Counts per cell `[under, cells..., over, null]` of float64 `blocks` (NaN and ±inf are
+    @np.errstate(invalid="ignore", over="ignore")  # NaN's cast to an integer; huge values times scale
+    def count(self, blocks: list[columns.FloatBlock]) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+        """Counts per cell `[under, cells..., over, null]` of `blocks` (nulls, NaN and ±inf are
         nulls), and the sum, sum of squares, underflow excess and overflow excess of the rest."""
         top = float(self.BUCKETS + 2)
         counts = np.zeros(len(self.edges) + 3, dtype=np.int64)
         pending: list[np.ndarray] = []  # values for the binary search, decided once at the end
         shifted_sum = shifted_sq = 0.0
-        for chunk in (block[start : start + CHUNK] for block in blocks for start in range(0, len(block), CHUNK)):
+        steps = ((block, start) for block in blocks for start in range(0, len(block), CHUNK))
+        for block, start in steps:
+            chunk = block.values[start : start + CHUNK]
             shifted, position, cells, index, mask = _BUFFERS.sized(len(chunk))
             np.subtract(chunk, self.low, out=shifted)  # also summed below: shifted sums lose less precision
+            if block.nulls is not None:  # Arrow's null slots hold anything: NaN, so they land in the null cell
+                np.copyto(shifted, np.nan, where=block.nulls[start : start + CHUNK])
             np.multiply(shifted, self.scale, out=position)
             position += 2.0
             np.clip(position, 1.0, top, out=position)  # NaN stays NaN
-            with np.errstate(invalid="ignore"):  # NaN casts to INT_MIN (x86) or 0 (ARM): slot 0 either way
-                np.copyto(index, position, casting="unsafe")
+            np.copyto(index, position, casting="unsafe")  # NaN casts to INT_MIN (x86) or 0 (ARM): slot 0 either way
             np.take(self.table, index, out=cells, mode="clip")
             per_cell = np.bincount(cells, minlength=len(counts))
             counts += per_cell
@@ -289,11 +293,11 @@ def _fit(name: str, values: columns.Column) -> ColumnProfile:
     """One column's grid, fitted on `values`, and its counts of them (the values read once)."""
     if columns.is_numeric(values):
         blocks = columns.float_blocks(values)
-        head = blocks[0][:10_000] if blocks else np.zeros(0)
+        head = blocks[0].masked(stop=10_000) if blocks else np.zeros(0)
         # Few distinct values: categorical. A slice answers that for most columns without a full sort.
         distinct = np.unique(head[np.isfinite(head)])
         if len(distinct) <= MAX_CATEGORIES:
-            everything = np.concatenate(blocks) if blocks else head
+            everything = np.concatenate([b.masked() for b in blocks]) if blocks else head
             distinct = np.unique(everything[np.isfinite(everything)])
         if len(distinct) > MAX_CATEGORIES:
             sample = _stride_sample(blocks, GRID_SAMPLE)  # the grid is only where cells lie; counts stay exact
@@ -307,12 +311,12 @@ def _fit(name: str, values: columns.Column) -> ColumnProfile:
     return grid._count_categories(*counted, len(values))
 
 
-def _stride_sample(blocks: list[np.ndarray], size: int) -> np.ndarray:
-    """Every k-th value across `blocks`, at most about `size` of them."""
+def _stride_sample(blocks: list[columns.FloatBlock], size: int) -> np.ndarray:
+    """Every k-th value across `blocks` (NaN for nulls), at most about `size` of them."""
     step = max(1, sum(len(b) for b in blocks) // size)
     picked, phase = [], 0
     for block in blocks:
-        picked.append(block[phase::step])
+        picked.append(block.masked(step, start=phase))
         phase = (phase - len(block)) % step
     return np.concatenate(picked) if picked else np.zeros(0)
 
