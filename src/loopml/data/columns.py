@@ -108,9 +108,15 @@ def value_counts(values: Column) -> tuple[list[Any], np.ndarray, int]:
     import pyarrow.compute as pc
 
     counted = pc.value_counts(values if _is_arrow(values) else pa.array(values))
-    distinct, counts = counted.field("values"), counted.field("counts").to_numpy()
-    valid = distinct.is_valid().to_numpy(zero_copy_only=False)
-    return distinct.filter(valid).to_pylist(), counts[valid], int(counts[~valid].sum())
+    distinct, counts = counted.field("values"), counted.field("counts")
+    valid = pc.is_valid(distinct)
+    present = _int64s(counts.filter(valid))
+    return distinct.filter(valid).to_pylist(), present, len(values) - int(present.sum())
+
+
+def _int64s(array) -> np.ndarray:
+    """A null-free Arrow int64 array as NumPy, zero-copy (Arrow's own `to_numpy` imports pandas: 0.3 s)."""
+    return np.frombuffer(array.buffers()[1], dtype=np.int64, count=array.offset + len(array))[array.offset :]
 
 
 def category_index(categories: list[Any], uniques: list[Any]) -> np.ndarray:
