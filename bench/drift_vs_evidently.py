@@ -95,7 +95,7 @@ def evidently(ref_path: Path, cur_path: Path, rows: int) -> dict | None:
 BARE_READ = "import sys, pyarrow.parquet as pq; pq.read_table(sys.argv[1]); pq.read_table(sys.argv[2])"
 
 
-def end_to_end(ref_path: Path, cur_path: Path, runs: int = 3) -> tuple[float, float]:
+def end_to_end(ref_path: Path, cur_path: Path, runs: int = 5) -> tuple[float, float]:
     """Best wall time of `loopml drift REF CUR --json` (start-up, reading, fitting, checking) and of a
     bare script that only reads both files with pyarrow, interleaved so both see the same machine."""
     loopml = Path(sys.executable).parent / "loopml"
@@ -146,7 +146,7 @@ def main() -> None:
     print(f"vs SciPy exact (200k rows): max |KS error| {worst_ks:.4f}, max |W/std error| {worst_w:.4f} (target < 0.01)")
     ours_e2e, bare = end_to_end(ref_path, cur_path)
     print(f"`loopml drift` end to end: {ours_e2e:.2f} s; bare pyarrow read of both files: {bare:.2f} s; "
-          f"ratio {ours_e2e / bare:.2f}x (target < 2x; best of 3 each, interleaved)")  # fmt: skip
+          f"ratio {ours_e2e / bare:.2f}x (target < 2x; best of 5 each, interleaved)")  # fmt: skip
     result = evidently(ref_path, cur_path, args.evidently_rows)
     if result is None:
         print("Evidently could not run here; no ratio")

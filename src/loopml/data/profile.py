@@ -138,16 +138,16 @@ class Profile:
     def fit(cls, frame) -> Profile:
         """Fit the grid on reference data (a pandas DataFrame or a pyarrow Table) and count it:
         the reference profile."""
-        return cls({name: _fit(str(name), frame[name]) for name in columns.names(frame)})
+        names = columns.names(frame)
+        text = [name for name in names if not columns.is_numeric(frame[name])]
+        return cls(_side_by_side(lambda name: _fit(str(name), frame[name]), names, text))
 
     def count(self, frame) -> Profile:
         """Count `frame` on this profile's grid (columns it lacks are counted as all-null)."""
-        # One column after another: numeric counting is many short NumPy calls on cache-sized
-        # chunks, and several of them (bincount, the casts) hold the GIL: two threads were
-        # measured twice as slow as one on 2 cores.
         present, missing = set(columns.names(frame)), np.full(len(frame), np.nan)
-        return Profile({name: column.count(frame[name] if name in present else missing)
-                        for name, column in self.columns.items()})  # fmt: skip
+        categorical = [name for name, column in self.columns.items() if column.kind == "categorical"]
+        return Profile(_side_by_side(lambda name: self.columns[name].count(frame[name] if name in present else missing),
+                                     list(self.columns), categorical))  # fmt: skip
 
     def merge(self, other: Profile) -> Profile:
         return Profile({name: column.merge(other.columns[name]) for name, column in self.columns.items()})
@@ -287,6 +287,27 @@ class _Buffers(threading.local):
 
 
 _BUFFERS = _Buffers()
+
+
+def _side_by_side(work, names: list, aside: list) -> dict:
+    """{name: work(name)} in `names` order; the `aside` names done on a helper thread meanwhile.
+
+    Categories are counted by Arrow's value_counts, one call that releases the GIL, so they take
+    the second core while numbers are counted here (check of 1M x 50: 0.37 -> 0.24 s). Numbers
+    stay on one thread: their many short NumPy calls (bincount, the casts) hold the GIL, and
+    splitting them gained little.
+    """
+    apart = set(aside)
+    here = [name for name in names if name not in apart]
+    if not aside or not here:
+        return {name: work(name) for name in names}
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        later = pool.submit(lambda: {name: work(name) for name in aside})
+        done = {name: work(name) for name in here}
+        done.update(later.result())
+    return {name: done[name] for name in names}
 
 
 def _fit(name: str, values: columns.Column) -> ColumnProfile:
