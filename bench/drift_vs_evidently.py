@@ -7,7 +7,8 @@ reference profile (done once at training in the product). Evidently runs in its 
 --evidently-rows rows (it takes minutes on the full data); its time is scaled linearly to
 1M rows, which flatters Evidently if anything. Prints times, the ratio, verdict agreement,
 loopml's KS/Wasserstein against SciPy's exact values on a sample, and `loopml drift` end to end
-against a bare script that only reads the two files with pyarrow.
+against a bare script that only reads the two files with pyarrow (best of 5 runs each,
+interleaved: run-to-run spread on a shared VM is large, the best run is the stable figure).
 
 Run: `python bench/drift_vs_evidently.py [--rows 1000000] [--evidently-rows 100000]`.
 """
