@@ -96,6 +96,9 @@ def test_nulls_constant_empty_and_few_values_without_warnings():
             warnings.simplefilter("error")
             report = compare(Profile.fit(ref), cur)
             empty = compare(Profile.fit(ref), cur.iloc[:0])
+    sparse = pd.DataFrame({"x": np.full(300_000, np.nan)})
+    sparse.loc[np.arange(30) * 3000 + 1, "x"] = np.arange(30.0)  # 30 values the grid's every-3rd sample misses
+    assert Profile.fit(sparse).columns["x"].present == 30
     by = {c.column: c for c in report.columns}
     assert by["few"].kind == "categorical" and by["few"].stats["unseen_share"] > 0
     assert by["constant"].stats["null_share_change"] == pytest.approx(0.2)

@@ -322,7 +322,11 @@ def _fit(name: str, values: columns.Column) -> ColumnProfile:
             distinct = np.unique(everything[np.isfinite(everything)])
         if len(distinct) > MAX_CATEGORIES:
             sample = _stride_sample(blocks, GRID_SAMPLE)  # the grid is only where cells lie; counts stay exact
-            edges = _quantiles(sample[np.isfinite(sample)], LEVELS)
+            finite = sample[np.isfinite(sample)]
+            if len(finite) <= MAX_CATEGORIES:  # mostly nulls: the stride missed the values
+                everything = np.concatenate([b.masked() for b in blocks])
+                finite = everything[np.isfinite(everything)]
+            edges = _quantiles(finite, LEVELS)
             keep = np.concatenate([[True], np.diff(edges) > 0])  # repeated values: one edge, its first level
             grid = ColumnProfile(name, "numeric", edges=edges[keep], levels=LEVELS[keep])
             return grid._count_numbers(blocks, len(values))
