@@ -13,6 +13,10 @@ logger = logging.getLogger(__name__)
 
 CPU_BATCH_SIZE = 64  # small batches converge fast on small CPU datasets and keep caches warm
 MAX_AUTO_BATCH_SIZE = 4096  # beyond this, larger batches mostly cost accuracy per epoch
+# A batch that fits in GPU memory can still be too big for the data: on an H100 the digits CNN
+# fitted 1024 of its 1437 training rows, two optimizer steps an epoch, and reached 0.86 test
+# accuracy in 5 epochs where batches of 64 reach 0.9+. Auto batches leave at least this many steps.
+MIN_STEPS_PER_EPOCH = 16
 
 
 def choose_device(requested: str):
@@ -51,14 +55,16 @@ def choose_precision(device, requested: str):
 
 
 def auto_batch_size(build, n_features: int, n_rows: int, device, loss_fn, target_dtype) -> int:
-    """Largest power-of-two batch whose forward+backward fits in GPU memory (CPU: a default)."""
+    """Largest power-of-two batch whose forward+backward fits in GPU memory and that leaves at least
+    MIN_STEPS_PER_EPOCH optimizer steps an epoch (CPU: a default)."""
     import torch
 
     limit = max(1, min(MAX_AUTO_BATCH_SIZE, n_rows))
     if device.type != "cuda":
         return min(CPU_BATCH_SIZE, limit)
+    limit = max(min(limit, 32), min(limit, n_rows // MIN_STEPS_PER_EPOCH))
     model = build().to(device)
-    fits = 16
+    fits = min(16, limit)
     size = 32
     while size <= limit:
         try:
