@@ -26,7 +26,9 @@ def profile_pair(reference: str, current: str) -> tuple[Profile, Profile]:
     """The reference profile of `reference` and the counts of `current` on its grid."""
     order, shares = _shares(reference, current)
     if len(shares) < 2:
-        with _reader() as pool:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=1) as pool:  # Arrow reads the second file while the first is fitted
             reference_table = read_arrow(reference)  # alone: Arrow reads with every core
             later = pool.submit(read_arrow, current)
             profile = Profile.fit(reference_table)
@@ -124,9 +126,3 @@ def _received(receiver, reference: str, current: str, names: list[str]) -> tuple
     if status == "error":
         raise payload
     return Profile.from_dict(payload[0]), Profile.from_dict(payload[1])
-
-
-def _reader():
-    from concurrent.futures import ThreadPoolExecutor
-
-    return ThreadPoolExecutor(max_workers=1)  # Arrow reads the second file while the first is fitted
