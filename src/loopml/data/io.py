@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from loopml.data.columns import names
 from loopml.errors import DataError
 
 if TYPE_CHECKING:
@@ -65,7 +66,7 @@ def _read(path: str, reader: Callable[[str, str], Any]) -> Any:
         table = reader(path, fmt)
     except (OSError, ValueError, ImportError) as exc:
         raise _unreadable(path, fmt, exc) from None
-    width = table.num_columns if hasattr(table, "num_columns") else len(table.columns)
+    width = len(names(table))
     if len(table) == 0 or width == 0:
         raise DataError(f"{path}: the dataset is empty ({width} columns, {len(table)} rows)")
     return table

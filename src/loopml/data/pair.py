@@ -64,9 +64,8 @@ def _shares(reference: str, current: str) -> tuple[list[str], list[list[str]]]:
     return schema.names, shares
 
 
-def _profile_share(reference: str, current: str, names: list[str]) -> tuple[Profile, Profile]:
+def _profile_share(reference: str, current: str, names: list[str], current_names: set[str]) -> tuple[Profile, Profile]:
     profile = Profile.fit(read_arrow(reference, columns=names))
-    current_names = set(parquet_columns(current))
     # at least one column, so the count knows the rows; a column the current lacks counts as nulls
     present = [n for n in names if n in current_names] or sorted(current_names)[:1]
     return profile, profile.count(read_arrow(current, columns=present))
@@ -77,20 +76,22 @@ def _profile_in_processes(
 ) -> tuple[Profile, Profile]:
     import multiprocessing
 
+    current_names = set(parquet_columns(current))  # once, here: a broken file fails before any fork
     context = multiprocessing.get_context("fork")
     children = []
     try:
         for share in shares[1:]:
             receiver, sender = context.Pipe(duplex=False)
-            child = context.Process(target=_child, args=(sender, reference, current, share), daemon=True)
+            child = context.Process(target=_child, args=(sender, reference, current, share, current_names),
+                                    daemon=True)  # fmt: skip
             with warnings.catch_warnings():  # the threads alive now are OpenBLAS's and Arrow's idle pools
                 warnings.simplefilter("ignore", DeprecationWarning)
                 child.start()
             sender.close()
             children.append((child, receiver, share))
-        results = [_profile_share(reference, current, shares[0])]
+        results = [_profile_share(reference, current, shares[0], current_names)]
         for child, receiver, share in children:
-            results.append(_received(receiver, reference, current, share))
+            results.append(_received(receiver, reference, current, share, current_names))
             child.join()
     finally:
         for child, receiver, _ in children:
@@ -105,9 +106,9 @@ def _profile_in_processes(
     return Profile({n: fitted[n] for n in order}), Profile({n: counted[n] for n in order})
 
 
-def _child(sender, reference: str, current: str, names: list[str]) -> None:
+def _child(sender, reference: str, current: str, names: list[str], current_names: set[str]) -> None:
     try:
-        profile, count = _profile_share(reference, current, names)
+        profile, count = _profile_share(reference, current, names, current_names)
         sender.send(("ok", (profile.to_dict(), count.to_dict())))
     except BaseException as exc:  # sent to the parent, which raises it
         try:
@@ -118,11 +119,12 @@ def _child(sender, reference: str, current: str, names: list[str]) -> None:
         sender.close()
 
 
-def _received(receiver, reference: str, current: str, names: list[str]) -> tuple[Profile, Profile]:
+def _received(receiver, reference: str, current: str, names: list[str], current_names: set[str]
+              ) -> tuple[Profile, Profile]:  # fmt: skip
     try:
         status, payload = receiver.recv()
     except EOFError:  # the worker died (killed, out of memory): do its share here
-        return _profile_share(reference, current, names)
+        return _profile_share(reference, current, names, current_names)
     if status == "error":
         raise payload
     return Profile.from_dict(payload[0]), Profile.from_dict(payload[1])
