@@ -1,7 +1,9 @@
 """Shared fixtures: the real `loopml` command in a subprocess, and projects built with it.
 
-Tests drive loopml through its public surface (the CLI, the Python API) against real
-components: a real MLflow SQLite store, a real `dvc repro`, real PyTorch training.
+Tests drive loopml through its public surface (the CLI, the Python API, HTTP) against real
+components: a real MLflow SQLite store, a real `dvc repro`, real PyTorch training. One digits
+project is trained per test session (once across the xdist workers, under a file lock); tests get
+their own copy of it (`trained`), so no test sees another's registry changes.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[1]
@@ -70,6 +73,22 @@ def new_project(tmp_path: Path, template: str) -> Path:
     return project
 
 
+def make_fast(project: Path) -> None:
+    """Write the FAST settings into loopml.yaml (DVC tracks the file, not environment overrides)."""
+    path = project / "loopml.yaml"
+    config = yaml.safe_load(path.read_text())
+    config["train"]["epochs"] = 3
+    config["model"]["params"]["channels"] = 8
+    config["gates"]["accuracy"] = ">= 0.5"
+    config["gates"]["latency_p95_ms"] = "<= 10000"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def copy_project(source: Path, target: Path) -> Path:
+    shutil.copytree(source, target, symlinks=True)
+    return target
+
+
 @pytest.fixture
 def digits(tmp_path: Path) -> Path:
     return new_project(tmp_path, "digits")
@@ -80,19 +99,32 @@ def tabular(tmp_path: Path) -> Path:
     return new_project(tmp_path, "tabular")
 
 
-@pytest.fixture(scope="module")
-def digits_run(tmp_path_factory) -> Path:
-    """A digits project after one fast `loopml run` (shared by a module: do not mutate the registry)."""
-    root = tmp_path_factory.mktemp("run")
-    project = root / "digits"
-    loopml("init", str(project), cwd=root)
-    loopml("run", cwd=project, env=FAST)
+@pytest.fixture(scope="session")
+def trained_once(tmp_path_factory, worker_id) -> Path:
+    """One digits project after one fast `loopml run`, for the whole session (all xdist workers):
+    never use it directly, copy it (`trained`, `digits_run`)."""
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+    project = shared / "trained" / "digits"
+    with FileLock(str(shared / "trained-digits.lock")):
+        if not (project / "outputs" / "register.json").is_file():
+            if project.exists():
+                shutil.rmtree(project)
+            project.parent.mkdir(exist_ok=True)
+            loopml("init", str(project), cwd=shared)
+            make_fast(project)
+            loopml("run", cwd=project)
     return project
 
 
+@pytest.fixture(scope="module")
+def digits_run(trained_once, tmp_path_factory) -> Path:
+    """A copy of the trained digits project for one test module (do not move its aliases)."""
+    return copy_project(trained_once, tmp_path_factory.mktemp("run") / "digits")
+
+
 @pytest.fixture
-def digits_copy(digits_run: Path, tmp_path: Path) -> Path:
-    """A private copy of the run project, for tests that move aliases."""
-    copy = tmp_path / "digits"
-    shutil.copytree(digits_run, copy, symlinks=True)
-    return copy
+def digits_copy(trained_once, tmp_path: Path) -> Path:
+    """A private copy of the trained project, for a test that changes the registry."""
+    return copy_project(trained_once, tmp_path / "digits")

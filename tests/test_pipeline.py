@@ -8,15 +8,15 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from loopml import registry
-from loopml.train.package import Predictor
+from loopml.registry import use_store
+from loopml_runtime import Predictor
 from tests.conftest import FAST, loopml, loopml_json
 
 pytestmark = pytest.mark.slow
 
 
 def client_for(project) -> MlflowClient:
-    registry.use_store(f"sqlite:///{project / '.loopml' / 'mlflow.db'}")
+    use_store(f"sqlite:///{project / '.loopml' / 'mlflow.db'}")
     return MlflowClient()
 
 

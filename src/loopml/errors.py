@@ -20,12 +20,24 @@ class ModelError(LoopmlError):
     """The model factory or estimator cannot be found, built or trained."""
 
 
+class ModelInputError(LoopmlError):
+    """Rows given to a model do not fit it (missing columns, wrong types, values it cannot take)."""
+
+
 class GateFailed(LoopmlError):
     """The candidate model failed one or more evaluation gates; it was logged, not registered."""
 
 
 class RegistryError(LoopmlError):
     """The model registry refused an operation (unknown version, no champion, ...)."""
+
+
+class NotFound(RegistryError):
+    """The registry answered: no such model, version, alias or run."""
+
+
+class RegistryUnavailable(RegistryError):
+    """The registry did not answer, answered with an error, or its store is damaged."""
 
 
 class PipelineError(LoopmlError):

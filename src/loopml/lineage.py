@@ -44,8 +44,22 @@ def environment(device: str) -> dict[str, object]:
     return env
 
 
-def requirements() -> list[str]:
-    """pip requirements for a logged model: what a fresh environment needs to load it."""
-    versions = package_versions()
-    wanted = ("torch", "scikit-learn", "numpy", "pandas", "pyarrow", "mlflow")
-    return [f"{name}=={versions[name]}" for name in wanted if name in versions]
+def requirements(kind: str, uses_sklearn: bool, extra: tuple[str, ...] = ()) -> list[str]:
+    """pip requirements for a logged model: what a fresh environment needs to load and run it,
+    installable from PyPI (a local build label such as "+cpu" is dropped: `torch==2.13.0` matches
+    whichever build the installing machine's index offers). MLflow adds itself; `extra` names
+    distributions the estimator comes from (xgboost, lightgbm, ...)."""
+    from importlib import metadata
+
+    wanted = ["numpy", "pandas", "cloudpickle"]
+    if kind == "torch":
+        wanted.append("torch")
+    if kind == "sklearn" or uses_sklearn:
+        wanted += ["scikit-learn", "scipy", "joblib"]
+    pinned = []
+    for name in dict.fromkeys([*wanted, *extra]):
+        try:
+            pinned.append(f"{name}=={metadata.version(name).split('+')[0]}")
+        except metadata.PackageNotFoundError:
+            continue
+    return pinned

@@ -3,11 +3,14 @@
 DVC owns caching and the graph (`dvc.yaml` in the project); every stage command is a
 `loopml <stage>` call, so the same stage works with or without DVC. Stage output (progress
 bars included) goes straight to the terminal; DVC's own lines are parsed to learn which
-stages ran and which were cached.
+stages ran and which were cached. Before DVC decides, results that no longer hold are dropped:
+a run or version the tracking store lost (a reset store), or an evaluation that failed its gates
+(latency is measured again, not cached as a failure).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import subprocess
@@ -17,14 +20,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from loopml.contracts import EvaluateResult, RegisterResult, TrainResult
 from loopml.errors import PipelineError
 from loopml.project import Project
 
+logger = logging.getLogger(__name__)
 RUNNING = re.compile(r"^Running stage '([^']+)'")
 CACHED = re.compile(r"^Stage '([^']+)' (didn't change, skipping|is cached - skipping run)")
+# The stage commands' own options, set for the commands DVC runs (each is a Typer option with
+# this envvar, so it shows in `loopml train --help` and `loopml register --help`).
+RESUME_ENV = "LOOPML_RESUME"
+REGISTER_AS_ENV = "LOOPML_REGISTER_AS"
 
 
-@dataclass
+@dataclass(frozen=True)
 class StageRun:
     name: str
     status: str  # "ran", "cached", "failed" or "not run"
@@ -55,24 +64,61 @@ def tool_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def dvc(root: Path, *args: str) -> str:
+    """Run a DVC command in `root`; its output, or PipelineError with DVC's own words."""
+    done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, env=tool_env(), capture_output=True,
+                          text=True)  # fmt: skip
+    if done.returncode != 0:
+        raise PipelineError(f"`dvc {' '.join(args)}` failed in {root}: {done.stderr.strip() or done.stdout.strip()}")
+    return done.stdout
+
+
 def dvc_add(root: Path, path: str) -> str:
     """`dvc add PATH`: cache it and record its hash in PATH.dvc; returns that hash."""
     import yaml
 
-    done = subprocess.run([sys.executable, "-m", "dvc", "add", "-q", path], cwd=root, env=tool_env(),
-                          capture_output=True, text=True)  # fmt: skip
-    if done.returncode != 0:
-        raise PipelineError(f"`dvc add {path}` failed in {root}: {done.stderr.strip() or done.stdout.strip()}")
+    dvc(root, "add", "-q", path)
     return yaml.safe_load((root / f"{path}.dvc").read_text())["outs"][0]["md5"]
 
 
-def repro(project: Project, force: bool = False, resume: bool = False,
-          echo: Callable[[str], None] = lambda line: None,
-          extra_env: dict[str, str] | None = None) -> tuple[list[StageRun], int]:  # fmt: skip
-    """Run `dvc repro`; returns each stage's outcome and DVC's exit code."""
+def drop_stale_results(project: Project) -> list[str]:
+    """Remove stage results that no longer hold, so DVC runs those stages again; says why."""
+    from loopml import store
+
+    notes = []
+    uri = project.tracking_uri
+    trained = project.read_result(TrainResult)
+    if trained is not None and store.run_exists(uri, trained.run_id) is False:
+        notes.append(f"the tracking store has no run {trained.run_id} (a new or reset store?): training again")
+        for stage in ("train", "evaluate", "register"):
+            project.result_path(stage).unlink(missing_ok=True)
+        return notes
+    registered = project.read_result(RegisterResult)
+    if registered is not None and trained is not None:
+        owner = store.version_run(uri, project.config.name, registered.version)
+        if owner is not None and owner != trained.run_id:
+            notes.append(f"{project.config.name} v{registered.version} is not in the tracking store (any more): "
+                         "registering again")  # fmt: skip
+            project.result_path("register").unlink(missing_ok=True)
+    evaluated = project.read_result(EvaluateResult)
+    if evaluated is not None and not evaluated.registrable:
+        notes.append("the last evaluation failed its gates: measuring again")
+        project.result_path("evaluate").unlink(missing_ok=True)
+    return notes
+
+
+def repro(project: Project, force: bool = False, resume: bool = False, as_challenger: bool = False,
+          echo: Callable[[str], None] = lambda line: None) -> tuple[list[StageRun], int]:  # fmt: skip
+    """Run `dvc repro`; returns each stage's outcome and DVC's exit code. `resume` continues an
+    interrupted training; `as_challenger` registers a passing model as challenger only."""
     names = stage_names(project)
+    for note in drop_stale_results(project):
+        echo(note)
     cmd = [sys.executable, "-m", "dvc", "repro"] + (["--force"] if force else [])
-    env = tool_env({**({"LOOPML_RESUME": "1"} if resume else {}), **(extra_env or {})})
+    options = {RESUME_ENV: "1"} if resume else {}
+    if as_challenger:
+        options[REGISTER_AS_ENV] = "challenger"
+    env = tool_env(options)
     status: dict[str, str] = {}
     started: dict[str, float] = {}
     started_wall: dict[str, float] = {}
@@ -102,11 +148,9 @@ def repro(project: Project, force: bool = False, resume: bool = False,
         seconds[current] = time.perf_counter() - started[current]
     if code != 0:
         _blame(project, names, status, current, started_wall)
-    runs = []
-    for name in names:
-        result = project.read_result(name) if status.get(name) in ("ran", "cached") else None
-        runs.append(StageRun(name, status.get(name, "not run"), seconds.get(name),
-                             (result or {}).get("figure", "")))  # fmt: skip
+    runs = [StageRun(name, status.get(name, "not run"), seconds.get(name),
+                     project.stage_figure(name) if status.get(name) in ("ran", "cached") else "")
+            for name in names]  # fmt: skip
     return runs, code
 
 

@@ -6,7 +6,8 @@ The layout is a contract shared by the stages, `dvc.yaml` and the tests:
     schema.yaml            the pinned pandera schema (committed)
     data/raw/...           raw data (DVC-tracked; never modified by loopml)
     data/traffic/          labelled live traffic the loop adds (DVC-tracked with `dvc add`)
-    outputs/<stage>.json   each stage's result: seconds, key figure, details (DVC outputs)
+    data/quarantine/       labelled traffic that failed validation, with the reason (never trained on)
+    outputs/<stage>.json   each stage's typed result (see `contracts`; DVC outputs)
     outputs/model/         the packaged model the train stage produced
     reports/               evaluation.html and metrics.json
     reports/loop.log       every decision of `loopml monitor --watch`, for people
@@ -15,17 +16,20 @@ The layout is a contract shared by the stages, `dvc.yaml` and the tests:
 
 from __future__ import annotations
 
-import json
+import logging
 import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
-from loopml.config import CONFIG_FILE, Config, load_config
+from loopml.config import CONFIG_FILE, ENV_PREFIX, Config, load_config
+from loopml.contracts import STAGE_RESULTS, read_json, write_json
 from loopml.errors import ConfigError
 
+logger = logging.getLogger(__name__)
 STAGES = ("prepare", "validate", "train", "evaluate", "register")
+R = TypeVar("R")
 
 
 @dataclass
@@ -47,12 +51,23 @@ class Project:
         )
 
     def load_dotenv(self) -> None:
-        """Secrets from `.env` become environment variables (the real environment wins)."""
+        """Secrets and runtime settings from `.env` become environment variables (the real
+        environment wins). `.env` is git-ignored, so it never changes loopml.yaml's settings:
+        `LOOPML_<SECTION>__<KEY>` lines there are ignored with a warning."""
         env_file = self.root / ".env"
-        if env_file.is_file():
-            from dotenv import load_dotenv
+        if not env_file.is_file():
+            return
+        from dotenv import dotenv_values
 
-            load_dotenv(env_file, override=False)
+        sections = {f"{ENV_PREFIX}{name.upper()}__" for name in Config.model_fields}
+        for key, value in dotenv_values(env_file).items():
+            if value is None or key in os.environ:
+                continue
+            if any(key.startswith(prefix) for prefix in sections):
+                logger.warning("%s: %s is ignored: .env holds secrets, not settings; put it in loopml.yaml "
+                               "(or the environment for one run)", env_file, key)  # fmt: skip
+                continue
+            os.environ[key] = value
 
     @cached_property
     def config(self) -> Config:
@@ -71,6 +86,10 @@ class Project:
     @property
     def traffic_dir(self) -> Path:
         return self.root / self.config.data.traffic
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.root / self.config.data.quarantine
 
     @property
     def inference_log(self) -> Path:
@@ -109,19 +128,31 @@ class Project:
     def result_path(self, stage: str) -> Path:
         return self.outputs / f"{stage}.json"
 
-    def write_result(self, stage: str, result: dict[str, Any]) -> None:
-        self.outputs.mkdir(parents=True, exist_ok=True)
-        self.result_path(stage).write_text(json.dumps(result, indent=2, default=str) + "\n")
+    def write_result(self, result) -> None:
+        write_json(self.result_path(result.STAGE), result)
 
-    def read_result(self, stage: str) -> dict[str, Any] | None:
-        path = self.result_path(stage)
-        return json.loads(path.read_text()) if path.is_file() else None
+    def read_result(self, cls: type[R]) -> R | None:
+        """The stage's last result, typed; None when the stage has not run (or wrote an older format)."""
+        path = self.result_path(cls.STAGE)
+        if not path.is_file():
+            return None
+        try:
+            return read_json(path, cls)
+        except (ValueError, TypeError, KeyError):
+            logger.warning("%s is from another loopml version; the stage runs again", path)
+            return None
 
-    def require_result(self, stage: str, before: str) -> dict[str, Any]:
-        result = self.read_result(stage)
+    def require_result(self, cls: type[R], before: str) -> R:
+        result = self.read_result(cls)
         if result is None:
             raise ConfigError(
-                f"{self.result_path(stage)} is missing: run `loopml {stage}` before `loopml {before}` "
+                f"{self.result_path(cls.STAGE)} is missing: run `loopml {cls.STAGE}` before `loopml {before}` "
                 "(or `loopml run` for the whole pipeline)"
             )
         return result
+
+    def stage_figure(self, stage: str) -> str:
+        """A stage's key figure for the run table ("" when unknown)."""
+        cls = STAGE_RESULTS.get(stage)
+        result = self.read_result(cls) if cls else None
+        return getattr(result, "figure", "") if result else ""

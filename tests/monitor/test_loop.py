@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import BIN, FAST, free_port, loopml, loopml_json, tool_env
+from tests.conftest import BIN, FAST, copy_project, free_port, loopml, loopml_json, tool_env
 
 pytestmark = pytest.mark.slow
 
@@ -88,15 +88,14 @@ class Traffic:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    """A fresh digits project (its registry is mutated here), trained and served with admin on."""
+def served(trained_once, tmp_path_factory):
+    """A copy of the trained digits project (its registry is mutated here), served with admin on."""
     root = tmp_path_factory.mktemp("loop")
-    project = root / "digits"
-    loopml("init", str(project), cwd=root)
-    loopml("run", cwd=project, env=FAST)
+    project = copy_project(trained_once, root / "digits")
     port = free_port()
     server_log = (root / "serve.log").open("w")  # a file, not a pipe: the access log never blocks the server
-    proc = subprocess.Popen([str(BIN / "loopml"), "serve", "--port", str(port)], cwd=project,
+    # two workers: the loop's canary, reload, metrics and feedback must work across them
+    proc = subprocess.Popen([str(BIN / "loopml"), "serve", "--port", str(port), "--workers", "2"], cwd=project,
                             env=tool_env({**LOOP, "LOOPML_SERVE__REGISTRY_POLL_S": "0"}),
                             stdout=server_log, stderr=subprocess.STDOUT)  # fmt: skip
     url = f"http://127.0.0.1:{port}"

@@ -12,20 +12,21 @@ import uvicorn
 
 from loopml.config import ServeConfig
 from loopml.project import Project
-from loopml.serve.app import ServeSettings, create_app
-from loopml.serve.runtime import ModelSource
+from loopml.serve.app import create_app
+from loopml.serve.server import uvicorn_config
+from loopml.serve.settings import ServeSettings
+from loopml.uri import ModelRef
 from tests.conftest import free_port
 
 
 class LiveServer:
-    """`create_app(settings)` under uvicorn (uvloop, httptools) in a background thread."""
+    """`create_app(settings)` under uvicorn (uvloop, httptools with loopml's limits) in a background thread."""
 
-    def __init__(self, settings: ServeSettings):
-        self.app = create_app(settings)
+    def __init__(self, settings: ServeSettings, loader=None):
+        self.app = create_app(settings, loader)
         self.port = free_port()
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, loop="uvloop", http="httptools",
-                                log_level="warning", lifespan="on")  # fmt: skip
-        self.server = uvicorn.Server(config)
+        settings = settings.model_copy(update={"serve": settings.serve.model_copy(update={"port": self.port})})
+        self.server = uvicorn.Server(uvicorn_config(self.app, settings))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
         deadline = time.monotonic() + 120
@@ -44,14 +45,17 @@ class LiveServer:
         self.thread.join(timeout=30)
 
 
-def settings_for(project: Path, **serve) -> ServeSettings:
+def settings_for(project: Path, **changes) -> ServeSettings:
+    """Serving the project's champion; `changes` are ServeConfig fields, or ServeSettings fields
+    (admin_token, api_keys, canary, canary_percent, monitor, log_dir)."""
     p = Project(project)
-    name = p.config.name
+    own = {k: changes.pop(k) for k in list(changes) if k in ServeSettings.model_fields}
     return ServeSettings(
-        primary=ModelSource(name, f"models:/{name}@champion", "champion"),
-        serve=ServeConfig(**{"registry_poll_s": 0, **serve}),
+        primary=ModelRef.champion(p.config.name),
+        serve=ServeConfig(**{"registry_poll_s": 0, **changes}),
         tracking_uri=p.tracking_uri,
         access_log=False,
+        **own,
     )
 
 
@@ -75,3 +79,18 @@ def start():
     yield _start
     for live in started:
         live.stop()
+
+
+def raw_request(port: int, data: bytes, timeout: float = 10) -> bytes:
+    """Bytes sent as they are (what httpx refuses to send: lying lengths, huge headers), the answer."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        chunks = []
+        try:
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        except (TimeoutError, ConnectionResetError):
+            pass
+    return b"".join(chunks)

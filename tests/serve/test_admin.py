@@ -2,13 +2,15 @@
 
 import json
 import threading
+import time
 from collections import Counter
 
 import httpx
 import pytest
 
-from loopml import registry
 from loopml.project import Project
+from loopml.registry import Registry
+from loopml.uri import ModelRef
 from tests.serve.conftest import settings_for
 
 pytestmark = pytest.mark.slow
@@ -19,14 +21,16 @@ ROW = {"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP64", "data"
 def second_version(project, make_champion: bool) -> str:
     """Register the trained model again as a new version (what a retrain would do, minus training)."""
     trained = json.loads((project / "outputs" / "train.json").read_text())
-    version = registry.register(Project(project), trained["model_uri"], trained["run_id"], {}, make_champion, "test")
-    return version["version"]
+    registry = Registry.of(Project(project))
+    with registry.run() as run_id:  # a new run: registering the same run again would reuse its version
+        pass
+    aliases = ["challenger", "champion"] if make_champion else ["challenger"]
+    version, _ = registry.register(run_id, trained["model_uri"], {}, aliases, "test")
+    return version.version
 
 
 def test_reload_under_load_drops_no_request(digits_copy, start):
-    settings = settings_for(digits_copy, max_delay_ms=1)
-    settings.admin_token = TOKEN
-    live = start(settings)
+    live = start(settings_for(digits_copy, max_delay_ms=1, admin_token=TOKEN))
     assert live.client.post("/v2/models/digits/infer", json=ROW).headers["x-model-version"] == "1"
     second_version(digits_copy, make_champion=True)
 
@@ -43,6 +47,9 @@ def test_reload_under_load_drops_no_request(digits_copy, start):
     for worker in workers:
         worker.start()
     try:
+        deadline = time.monotonic() + 30
+        while sum(statuses.values()) < 20 and time.monotonic() < deadline:  # the load is on before the reload
+            time.sleep(0.01)
         reloaded = live.client.post("/admin/reload", headers={"authorization": f"Bearer {TOKEN}"})
         assert reloaded.status_code == 200 and reloaded.json() == {"reloaded": True, "version": "2", "previous": "1"}
         for _ in range(50):
@@ -61,11 +68,9 @@ def test_reload_under_load_drops_no_request(digits_copy, start):
 
 def test_canary_split_and_traffic_endpoint(digits_copy, start):
     second_version(digits_copy, make_champion=False)  # v2 is the challenger, v1 stays champion
-    settings = settings_for(digits_copy)
-    settings.canary = type(settings.primary)("digits", "models:/digits@challenger", "challenger")
-    settings.canary_percent = 30.0
-    settings.admin_token = TOKEN
-    live = start(settings)
+    live = start(
+        settings_for(digits_copy, canary=ModelRef("digits", alias="challenger"), canary_percent=30.0, admin_token=TOKEN)
+    )
     seen = Counter(live.client.post("/v2/models/digits/infer", json=ROW).headers["x-model-version"] for _ in range(600))
     # binomial(600, 0.3): mean 180, sd 11.2; five sd either way
     assert 124 <= seen["2"] <= 236, seen
@@ -92,9 +97,7 @@ def test_canary_split_and_traffic_endpoint(digits_copy, start):
 def test_admin_needs_the_right_token_and_inference_the_api_key(digits_run, start):
     no_token = start(settings_for(digits_run))
     assert no_token.client.post("/admin/reload").status_code == 403
-    settings = settings_for(digits_run)
-    settings.admin_token, settings.api_keys = TOKEN, ("key-1",)
-    live = start(settings)
+    live = start(settings_for(digits_run, admin_token=TOKEN, api_keys=("key-1",)))
     assert live.client.post("/admin/reload").status_code == 401
     assert live.client.post("/admin/reload", headers={"authorization": "Bearer wrong"}).status_code == 401
     assert (
@@ -128,11 +131,9 @@ def test_not_ready_before_the_model_is_loaded(digits_run):
 
 
 def test_failed_reload_keeps_the_old_version_serving(digits_copy, start, tmp_path):
-    settings = settings_for(digits_copy)
-    settings.admin_token = TOKEN
-    live = start(settings)
+    live = start(settings_for(digits_copy, admin_token=TOKEN))
     # A new champion whose files cannot be loaded (say, a half-synced artifact store).
-    client = registry.connect(Project(digits_copy))
+    client = Registry.of(Project(digits_copy)).client
     broken = client.create_model_version("digits", source=str(tmp_path / "missing-model"))
     client.set_registered_model_alias("digits", "champion", broken.version)
     response = live.client.post("/admin/reload", headers={"authorization": f"Bearer {TOKEN}"})

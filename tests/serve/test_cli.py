@@ -8,7 +8,7 @@ import httpx
 import pandas as pd
 import pytest
 
-from loopml.train.package import Predictor
+from loopml_runtime import Predictor
 from tests.conftest import BIN, free_port, loopml, loopml_json, tool_env
 
 pytestmark = pytest.mark.slow
@@ -32,13 +32,13 @@ def test_serve_command_answers_then_stops_cleanly_on_ctrl_c(digits_run):
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
-    assert '"path": "/invocations", "status": 200' in err  # JSON access log, no payload
+    assert '"path":"/invocations","status":200' in err  # JSON access log, no payload
     assert "0.0, 0.0" not in err
 
 
 def test_serve_binds_loopback_by_default_and_refuses_bad_canary(digits_run):
     from loopml.project import Project
-    from loopml.serve.server import resolve
+    from loopml.serve.settings import resolve
 
     assert resolve(None, None, Project(digits_run)).serve.host == "127.0.0.1"
     proc = loopml("serve", "--canary", "challenger", cwd=digits_run, check=False, timeout=60)
@@ -61,13 +61,22 @@ def test_predict_streams_files_in_chunks(digits_run, tmp_path):
     loopml("predict", "-i", str(source), "-o", str(csv_out), "--model", str(digits_run / "outputs" / "model"),
            cwd=tmp_path)  # fmt: skip
     assert pd.read_csv(csv_out)["prediction"].tolist() == expected.tolist()
-    same = loopml("predict", "-i", str(source), "-o", str(source), cwd=digits_run, check=False)
-    assert same.returncode == 1 and "never overwrites input" in same.stderr
+    for alias in (source, f"file://{source}", tmp_path / "link.parquet", tmp_path / "hard.parquet"):
+        if str(alias).endswith("link.parquet"):
+            alias.symlink_to(source)
+        elif str(alias).endswith("hard.parquet"):
+            import os
+
+            os.link(source, alias)
+        same = loopml("predict", "-i", str(source), "-o", str(alias), cwd=digits_run, check=False)
+        assert same.returncode == 1 and "never overwrites input" in same.stderr, alias
+    assert pd.read_parquet(source).equals(frame)  # not one row lost
 
 
-def test_worker_processes_get_the_same_settings(digits_run):
+def test_settings_round_trip_through_json(digits_run):
     from loopml.project import Project
-    from loopml.serve.server import resolve, settings_from_json, settings_to_json
+    from loopml.serve.settings import ServeSettings, resolve
 
     settings = resolve("digits@challenger", "champion:25", Project(digits_run), {"workers": 3, "max_batch_size": 8})
-    assert settings_from_json(settings_to_json(settings)) == settings
+    assert ServeSettings.model_validate_json(settings.model_dump_json()) == settings
+    assert settings.canary.alias == "champion" and settings.canary_percent == 25 and settings.serve.workers == 3

@@ -23,10 +23,9 @@ def wait_for_metrics(live, needle: str, seconds: float = 20) -> str:
 
 
 def test_shifted_traffic_shows_in_gauges_log_and_feedback(digits_run, start, tmp_path):
-    settings = settings_for(digits_run)
-    settings.monitor = MonitorConfig(every_s=0.3, window=200)
-    settings.log_dir = str(tmp_path / "log")
-    live = start(settings)
+    live = start(
+        settings_for(digits_run, monitor=MonitorConfig(every_s=0.3, window=200), log_dir=str(tmp_path / "log"))
+    )
     rows = pd.read_parquet(digits_run / "data" / "raw" / "digits.parquet").drop(columns="label").head(200)
     shifted = np.clip(rows.to_numpy() * 0.3 + 8, 0, 16)  # washed-out images: a real covariate shift
     ids = []
@@ -62,9 +61,7 @@ def test_shifted_traffic_shows_in_gauges_log_and_feedback(digits_run, start, tmp
 
 
 def test_same_distribution_traffic_is_not_drift(digits_run, start):
-    settings = settings_for(digits_run)
-    settings.monitor = MonitorConfig(every_s=0.3, window=300)
-    live = start(settings)
+    live = start(settings_for(digits_run, monitor=MonitorConfig(every_s=0.3, window=300)))
     rows = (
         pd.read_parquet(digits_run / "data" / "raw" / "digits.parquet")
         .drop(columns="label")

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import tritonclient.http as triton
 
-from loopml.train.package import Predictor
+from loopml_runtime import Predictor
 
 pytestmark = pytest.mark.slow
 

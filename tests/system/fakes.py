@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tests.conftest import REPO
 
-FIXTURES = REPO.parent / "shared" / "fixtures" / "gpu-h100"
+FIXTURES = REPO / "tests" / "fixtures" / "gpu-h100"
 FAKE_NVML = REPO / "tests" / "fakes" / "nvml"
 PROPRIETARY = "NVRM version: NVIDIA UNIX x86_64 Kernel Module  535.129.03  Thu Oct 19 18:56:32 UTC 2023\n"
 

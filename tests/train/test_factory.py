@@ -1,6 +1,7 @@
 """Bad model code gets a short message, exit code 1, and nothing reaches the registry."""
 
 import pytest
+import yaml
 
 from tests.conftest import FAST, loopml, loopml_json
 
@@ -14,9 +15,19 @@ def train_fails(project, env=None) -> str:
     return " ".join(proc.stderr.split())
 
 
+def set_model(project, **model) -> None:
+    """Edit model: in loopml.yaml (the keys that choose code are read from the file only)."""
+    config = yaml.safe_load((project / "loopml.yaml").read_text())
+    config["model"].update(model)
+    (project / "loopml.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+
 def test_factory_errors_are_explained(digits):
-    assert "has no function 'make'" in train_fails(digits, {"LOOPML_MODEL__FACTORY": "model.py:make"})
-    assert "no file" in train_fails(digits, {"LOOPML_MODEL__FACTORY": "nets.py:build"})
+    set_model(digits, factory="model.py:make")
+    assert "has no function 'make'" in train_fails(digits)
+    set_model(digits, factory="nets.py:build")
+    assert "no file" in train_fails(digits)
+    set_model(digits, factory="model.py:build")
     message = train_fails(digits, {"LOOPML_MODEL__PARAMS__CHANNELS": "-4"})
     assert "model.factory model.py:build raised" in message
     (digits / "model.py").write_text(
@@ -27,6 +38,7 @@ def test_factory_errors_are_explained(digits):
 
 
 def test_unknown_estimator_is_explained(tabular):
-    message = train_fails(tabular, {"LOOPML_MODEL__ESTIMATOR": "sklearn.linear_model.LogisticRegresion"})
-    assert "has no 'LogisticRegresion'" in message
-    assert "cannot import" in train_fails(tabular, {"LOOPML_MODEL__ESTIMATOR": "xgboostt.XGBClassifier"})
+    set_model(tabular, estimator="sklearn.linear_model.LogisticRegresion")
+    assert "has no 'LogisticRegresion'" in train_fails(tabular)
+    set_model(tabular, estimator="xgboostt.XGBClassifier")
+    assert "cannot import" in train_fails(tabular)

@@ -30,12 +30,12 @@ def test_killed_run_resumes_to_identical_weights(digits):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
-        if checkpoint.exists() and torch.load(checkpoint, weights_only=False)["epoch"] >= 1:
+        if checkpoint.exists() and torch.load(checkpoint, weights_only=True)["epoch"] >= 1:
             break
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL, "training finished before it could be killed"
-    killed_at = torch.load(checkpoint, weights_only=False)["epoch"]
+    killed_at = torch.load(checkpoint, weights_only=True)["epoch"]
     assert 1 <= killed_at < 7
 
     resumed = loopml_json("train", "--resume", cwd=digits, env=LONG)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 import typer
 
 from loopml.cli.output import console, emit_json, table
+from loopml.uri import CHALLENGER, CHAMPION
 
 app = typer.Typer(help="List registered versions; move `champion` by hand (promote, rollback).", no_args_is_help=True)
 REASON = typer.Option("", "--reason", "-m", help="Why; recorded on the version with who and when.")
@@ -16,10 +15,10 @@ JSON = typer.Option(False, "--json", help="Print the result as JSON.")
 @app.command("list")
 def list_versions(json_out: bool = JSON) -> None:
     """Every registered version: aliases, key metrics, data digest, when and why aliases moved."""
-    from loopml import registry
     from loopml.project import Project
+    from loopml.registry import Registry
 
-    versions = registry.list_versions(Project.find())
+    versions = Registry.of(Project.find()).versions()
     if json_out:
         emit_json(versions)
         return
@@ -28,22 +27,11 @@ def list_versions(json_out: bool = JSON) -> None:
         return
     rows = []
     for v in versions:
-        metrics = {k.removeprefix("loopml.metric."): float(x) for k, x in v["tags"].items()
-                   if k.startswith("loopml.metric.")}  # fmt: skip
-        shown = ", ".join(f"{k} {metrics[k]:.4f}" for k in ("accuracy", "rmse", "r2") if k in metrics)
-        moved = v["tags"].get("loopml.champion_by") or v["tags"].get("loopml.challenger_by")
-        note = json.loads(moved)["why"] if moved else ""
-        rows.append(
-            [
-                v["version"],
-                ", ".join(v["aliases"]),
-                shown,
-                v["created"],
-                v["tags"].get("loopml.data_digest", "")[:10],
-                note,
-            ]
-        )
-    table(versions[0]["name"], ["version", "aliases", "metrics", "created", "data", "last alias move"], rows)
+        metrics = v.metrics
+        shown = ", ".join(f"{k} {metrics[k]:.4f}" for k in ("accuracy", "mae", "r2") if k in metrics)
+        moved = v.moved(CHAMPION) or v.moved(CHALLENGER)
+        rows.append([v.version, ", ".join(v.aliases), shown, v.created, v.data_digest[:10], moved.why if moved else ""])
+    table(versions[0].name, ["version", "aliases", "metrics", "created", "data", "last alias move"], rows)
 
 
 @app.command()
@@ -54,18 +42,19 @@ def promote(
     json_out: bool = JSON,
 ) -> None:
     """Point an alias (default `champion`) at VERSION; the previous champion is remembered for rollback."""
-    from loopml import registry
     from loopml.project import Project
+    from loopml.registry import Registry
+    from loopml.uri import check_alias
 
-    result = registry.promote(Project.find(), version, reason or "promoted by hand", alias=alias)
-    emit_json(result) if json_out else console.print(f"{result['name']} v{result['version']} is now {alias}")
+    result = Registry.of(Project.find()).promote(version, reason or "promoted by hand", alias=check_alias(alias))
+    emit_json(result) if json_out else console.print(f"{result.name} v{result.version} is now {alias}")
 
 
 @app.command()
 def rollback(reason: str = REASON, json_out: bool = JSON) -> None:
     """Move `champion` back to the version it replaced."""
-    from loopml import registry
     from loopml.project import Project
+    from loopml.registry import Registry
 
-    result = registry.rollback(Project.find(), reason or "rolled back by hand")
-    emit_json(result) if json_out else console.print(f"{result['name']} champion is back to v{result['version']}")
+    result = Registry.of(Project.find()).rollback(reason or "rolled back by hand")
+    emit_json(result) if json_out else console.print(f"{result.name} champion is back to v{result.version}")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from loopml.cli.output import console, emit_json, number, table
+from loopml.cli.output import console, emit_json, err, number, table
 
 
 def register(app: typer.Typer) -> None:
@@ -35,7 +35,8 @@ def monitor(
     if watch:
         from loopml.monitor.loop import Loop
 
-        decision = Loop(project, echo=lambda line: console.print(line, highlight=False, markup=False)).watch(
+        # progress and the pipeline's output go to stderr: with --json, stdout holds the JSON alone
+        decision = Loop(project, echo=lambda line: err.print(line, highlight=False, markup=False)).watch(
             once=once, max_cycles=cycles
         )
         if json_out:
@@ -46,17 +47,23 @@ def monitor(
 
 
 def _check(project, since: str | None, versions: list[str] | None, report_path: str | None, json_out: bool) -> None:
-    from loopml.monitor.check import LIVE_METRIC, check, log_to_mlflow, since_timestamp
+    from loopml import metric
+    from loopml.fileio import check_writable, write_text_atomic
+    from loopml.monitor.check import check, log_to_mlflow, since_timestamp
+    from loopml.registry import Registry
 
     start = since_timestamp(since)
-    healths = check(project, start, versions or None)
+    if report_path:
+        check_writable(report_path, "--report")
+    registry = Registry.of(project)
+    healths = check(project, start, versions or None, registry)
     task = project.config.task
     report_file = None
     if report_path:
         report_file = Path(report_path)
-        report_file.write_text(_report(project, healths))
+        write_text_atomic(report_file, _report(project, healths))
     for health in healths:
-        log_to_mlflow(project, health, report_file, start)
+        log_to_mlflow(project, health, report_file, start, registry)
     if json_out:
         emit_json({"model": project.config.name, "log": str(project.inference_log), "since": since,
                    "versions": [h.as_dict(task) for h in healths]})  # fmt: skip
@@ -65,16 +72,21 @@ def _check(project, since: str | None, versions: list[str] | None, report_path: 
         console.print(f"No traffic in {project.inference_log}" + (f" since {since}" if since else "") +
                       "; `loopml serve` logs every request there.")  # fmt: skip
         return
-    metric = LIVE_METRIC[task]
+    name = metric.PRIMARY[task]
     rows = []
     for h in healths:
         drift = h.drift
-        live = h.live.get(metric)
+        live = h.live.get(name)
         drop = h.metric_drop(task)
-        verdict = "—" if drift is None else ("[bold red]drift[/]" if drift.dataset_drift else "[green]ok[/]")
+        if drift is None:
+            verdict = "—"
+        elif not drift.enough_rows:
+            verdict = "[yellow]too few rows[/]"
+        else:
+            verdict = "[bold red]drift[/]" if drift.dataset_drift else "[green]ok[/]"
         rows.append([h.version, str(h.rows), str(h.live["labelled"]), number(live), number(h.evaluated), number(drop),
                      number(drift.drift_share if drift else None), _drifted(drift), verdict])  # fmt: skip
-    table(project.config.name, ["version", "rows", "labelled", f"live {metric}", f"evaluated {metric}", "drop",
+    table(project.config.name, ["version", "rows", "labelled", f"live {name}", f"evaluated {name}", "drop",
                                 "drift share", "drifted", "verdict"], rows)  # fmt: skip
     if report_file:
         console.print(f"report: {report_file}")
@@ -106,14 +118,16 @@ def feedback(
 ) -> None:
     """Attach ground-truth labels to earlier requests, for live accuracy / MAE and for retraining.
     The same as POST /feedback on the server, for labels that arrive in bulk later."""
+    from loopml.data import inference_log
     from loopml.data.io import read_table
-    from loopml.monitor.traffic import read_log, write_feedback
     from loopml.project import Project
 
     project = Project.find()
     frame = read_table(file)
-    written = write_feedback(project.inference_log, frame)
-    logged = read_log(project.inference_log)
+    checked = inference_log.validate_feedback(frame, _label_rules(project))  # every label, before anything is written
+    policy = inference_log.LogPolicy.of(project.config.monitor, project.inference_log)
+    written = inference_log.write(project.inference_log, "feedback", checked, policy)
+    logged = inference_log.read_log(project.inference_log)
     known = set(logged["id"].astype(str)) if len(logged) else set()
     matched = int(frame["id"].astype(str).isin(known).sum())
     result = {"added": len(frame), "matched_requests": matched, "file": str(written)}
@@ -124,6 +138,20 @@ def feedback(
     if matched < len(frame):
         console.print(f"[yellow]{len(frame) - matched} id(s) match no logged request yet[/] (the server writes "
                       "its log every monitor.every_s seconds; they will join when it does)")  # fmt: skip
+
+
+def _label_rules(project):
+    """The champion's label rules (its classes, or its target's range); None without a champion."""
+    from loopml.data.inference_log import LabelRules
+    from loopml.registry import Registry
+
+    registry = Registry.of(project)
+    champion = registry.champion()
+    if champion is None:
+        return None
+    meta = registry.package_meta(champion.version)
+    span = meta.get("target_range")
+    return LabelRules(meta.get("classes"), tuple(span) if span else None, project.config.monitor.label_margin)
 
 
 def _drifted(drift) -> str:

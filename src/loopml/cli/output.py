@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any
 
@@ -13,7 +12,11 @@ err = Console(stderr=True)  # progress, notes, errors
 
 
 def emit_json(payload: Any) -> None:
-    sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
+    """The result as JSON on stdout, alone (typed results, NumPy values and paths become JSON)."""
+    from loopml.contracts import to_json
+
+    sys.stdout.write(to_json(payload))
+    sys.stdout.flush()
 
 
 def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> None:

@@ -16,20 +16,62 @@ def register(app: typer.Typer) -> None:
 
 def init(
     directory: Path = typer.Argument(..., help="Folder for the new project (created if missing)."),
-    template: str = typer.Option("digits", "--template", "-t", help="digits (PyTorch CNN) or tabular (scikit-learn)."),
+    template: str = typer.Option(
+        None,
+        "--template",
+        "-t",
+        help="digits (PyTorch CNN) or tabular (scikit-learn); the default without --from is digits.",
+    ),  # fmt: skip
+    source: str = typer.Option(
+        None,
+        "--from",
+        help="Your own table (CSV or Parquet, a path or an fsspec URL): strings, dates and missing values welcome.",
+    ),  # fmt: skip
+    target: str = typer.Option(None, "--target", help="With --from: the column to predict."),
+    task: str = typer.Option(
+        "auto", "--task", help="With --from: auto (read from the target), classification or regression."
+    ),  # fmt: skip
+    copy: bool = typer.Option(
+        False, "--copy", help="With --from: copy the file under data/raw/ (else DVC tracks it where it is)."
+    ),  # fmt: skip
     force: bool = typer.Option(False, "--force", help="Write into a non-empty folder."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Create a ready project: loopml.yaml, dvc.yaml, model code, a prepare stage; git and DVC initialized."""
-    from loopml.scaffold import init as scaffold
+    """Create a ready project: loopml.yaml, dvc.yaml, model code; git and DVC initialized.
 
-    result = scaffold(directory, template, force)
+    `loopml init churn --from churn.csv --target churned` builds it around your table: the task and
+    what each column is for are read from the data and written into loopml.yaml with the reasons;
+    the model takes the raw columns (its preprocessing is part of it). No code to write.
+    """
+    from loopml.errors import ConfigError
+    from loopml.scaffold import init as from_template
+    from loopml.scaffold import init_from
+
+    if source is not None:
+        if template is not None:
+            raise ConfigError("choose --template or --from, not both")
+        if not target:
+            raise ConfigError("--from needs --target COLUMN: the column to predict")
+        result = init_from(directory, source, target, task, copy, force)
+    else:
+        if target is not None or copy:
+            raise ConfigError("--target and --copy go with --from PATH (your own data)")
+        result = from_template(directory, template or "digits", force)
     if json_out:
         emit_json(result)
         return
-    console.print(f"Created [bold]{result['name']}[/] ({template}) in {result['project']}")
-    for name in result["files"]:
-        console.print(f"  {name}")
+    console.print(f"Created [bold]{result.name}[/] ({result.template}) in {result.project}")
+    if result.task:
+        console.print(f"task: [bold]{result.task}[/] ({result.task_reason})")
+        shown = {}
+        for column, role in result.roles.items():
+            shown.setdefault(role, []).append(column)
+        for role, columns in shown.items():
+            console.print(f"  {role}: {', '.join(columns[:12])}{' ...' if len(columns) > 12 else ''}")
+        console.print(f"data: {result.data} (edit data.columns in loopml.yaml to change a role)")
+    else:
+        for name in result.files:
+            console.print(f"  {name}")
     console.print(f"Next: [bold]cd {directory} && loopml run[/]")
 
 
@@ -55,7 +97,7 @@ def run(
     runs, code = repro(project, force=force, resume=resume, echo=echo)
     total = time.perf_counter() - started
     if json_out:
-        emit_json({"ok": code == 0, "seconds": round(total, 3), "stages": [vars(r) for r in runs]})
+        emit_json({"ok": code == 0, "seconds": round(total, 3), "stages": runs})
     else:
         rows = [[r.name, _status(r.status), "" if r.seconds is None else f"{r.seconds:.1f}", r.figure] for r in runs]
         table(f"loopml run — {total:.1f}s", ["stage", "status", "seconds", "result"], rows)

@@ -18,29 +18,44 @@ def serve(
     model: str = typer.Option(None, "--model", "-m", help=MODEL_HELP),
     host: str = typer.Option(None, "--host", help="Address to bind (default 127.0.0.1: loopback only)."),
     port: int = typer.Option(None, "--port", "-p", help="Port (default 8000)."),
-    workers: int = typer.Option(None, "--workers", help="Worker processes, each with its own model copy."),
+    workers: int = typer.Option(
+        None,
+        "--workers",
+        help="Worker processes behind one port, each with its own model "
+        "copy; /metrics and admin calls cover all of them.",
+    ),  # fmt: skip
     canary: str = typer.Option(
         None, "--canary", help='Send a share of traffic to another alias, e.g. "challenger:10".'
     ),
-    max_batch_size: int = typer.Option(None, "--max-batch-size", help="Rows per model call (dynamic batching)."),
-    max_delay_ms: float = typer.Option(None, "--max-delay-ms", help="How long a batch waits for more requests."),
+    max_batch_size: int = typer.Option(
+        None, "--max-batch-size", help="Rows per model call (dynamic batching; larger requests are split)."
+    ),  # fmt: skip
+    max_delay_ms: float = typer.Option(
+        None,
+        "--max-delay-ms",
+        help="While the model is busy, how long a forming batch waits before a second model thread takes it.",
+    ),  # fmt: skip
     access_log: bool = typer.Option(True, "--access-log/--no-access-log", help="JSON access lines on stderr."),
 ) -> None:
     """Serve a model over the Open Inference Protocol (KServe V2 / Triton: tritonclient works) and
     MLflow's /invocations, with dynamic batching, canary routing, hot reload and /metrics.
 
+    Requests carry the raw columns of the training file (text as BYTES, dates as ISO text).
     Admin endpoints (POST /admin/reload, /admin/traffic) need LOOPML_ADMIN_TOKEN; set
-    LOOPML_API_KEYS (comma-separated) to require a key for inference. Ctrl-C drains and stops.
+    LOOPML_API_KEYS (comma-separated) to require a key for everything but the health checks.
+    Ctrl-C drains and stops.
     """
-    from loopml.serve.server import resolve, run
+    from loopml.serve.runtime import RegistryLoader
+    from loopml.serve.server import run
+    from loopml.serve.settings import resolve
 
     project = _project_or_none()
     overrides = {"host": host, "port": port, "workers": workers, "max_batch_size": max_batch_size,
                  "max_delay_ms": max_delay_ms}  # fmt: skip
-    settings = resolve(model, canary, project, overrides)
-    settings.access_log = access_log
+    settings = resolve(model, canary, project, overrides, access_log)
+    version = _resolve_or_explain(RegistryLoader(settings.tracking_uri), settings.primary)
     cfg = settings.serve
-    err.print(f"serving {settings.primary.uri} on http://{cfg.host}:{cfg.port} "
+    err.print(f"serving {settings.primary.uri} (v{version}) on http://{cfg.host}:{cfg.port} "
               f"(V2: /v2/models/{settings.primary.name}/infer, MLflow: /invocations, metrics: /metrics)",
               highlight=False)  # fmt: skip
     run(settings)
@@ -52,24 +67,43 @@ def predict(
     model: str = typer.Option(None, "--model", "-m", help=MODEL_HELP),
     chunk_rows: int = typer.Option(65_536, "--chunk-rows", help="Rows per chunk: memory stays constant."),
     proba: bool = typer.Option(False, "--proba", help="Also write class probabilities (proba_<class>)."),
+    encoding: str = typer.Option(None, "--encoding", help="CSV text encoding (default: data.encoding, or detected)."),
     json_out: bool = typer.Option(False, "--json", help="Print a summary as JSON."),
 ) -> None:
-    """Batch inference: stream a large file through the model in chunks, with a progress bar."""
+    """Batch inference: stream a large file through the model in chunks, with a progress bar.
+    The file holds the raw columns (as in the training data); the output never replaces the input."""
+    from loopml.data.io import CsvOptions
     from loopml.serve.batch import predict_file
-    from loopml.serve.server import _source
+    from loopml.serve.runtime import RegistryLoader
+    from loopml.uri import ModelRef
 
     project = _project_or_none()
-    source = _source(model, project.config.name if project else None)
-    if project and source.uri.startswith("models:/"):
-        from loopml import registry
-
-        registry.connect(project)
-    summary = predict_file(source, input_path, output_path, chunk_rows, proba, show_progress=not json_out)
+    ref = ModelRef.parse(model, project.config.name if project else None)
+    tracking = project.tracking_uri if project else None
+    _resolve_or_explain(RegistryLoader(tracking), ref)
+    options = CsvOptions.of(project.config.data) if project else CsvOptions()
+    if encoding:
+        options = CsvOptions(encoding, options.delimiter, options.decimal)
+    summary = predict_file(ref, input_path, output_path, tracking, chunk_rows, proba, show_progress=not json_out,
+                           options=options)  # fmt: skip
     if json_out:
         emit_json(summary)
     else:
-        console.print(f"wrote {summary['rows']:,} predictions to {output_path} ({summary['seconds']:.1f}s, "
-                      f"model {summary['model']} v{summary['version']})")  # fmt: skip
+        console.print(f"wrote {summary.rows:,} predictions to {output_path} ({summary.seconds:.1f}s, "
+                      f"model {summary.model} v{summary.version})")  # fmt: skip
+
+
+def _resolve_or_explain(loader, ref) -> str:
+    """The version `ref` points at, or an error that says what to do (no champion yet, ...)."""
+    from loopml.errors import ConfigError, NotFound
+
+    try:
+        return loader.resolve(ref)
+    except NotFound as exc:
+        if ref.alias == "champion":
+            raise ConfigError(f"{ref.name} has no champion yet: run `loopml run` to train and register one, or "
+                              "serve the last trained package with `--model outputs/model`") from None  # fmt: skip
+        raise ConfigError(f"{ref.uri}: {exc}") from None
 
 
 def _project_or_none():

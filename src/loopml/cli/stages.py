@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from loopml.cli.output import console, emit_json, table
+from loopml.cli.output import console, emit_json, err, number, table
 
 JSON = typer.Option(False, "--json", help="Print the stage result as JSON.")
 
@@ -18,42 +18,52 @@ def validate(
     repin: bool = typer.Option(False, "--repin", help="Infer the schema again from the data and pin it."),
     json_out: bool = JSON,
 ) -> None:
-    """Check the raw data against the pinned schema (inferred on first run) and data.rules.
+    """Check the raw data against the pinned schema (inferred on first run) and data.rules, and review it.
 
     Checks dtypes, nulls, ranges, allowed categories, the target column and the rules in
-    loopml.yaml. A failure names column, check, failing rows and examples. Never modifies the data.
+    loopml.yaml. A failure names column, check, failing rows and examples. The first run also
+    writes what each column is for (data.columns: numeric, categorical, datetime, id...) into
+    loopml.yaml. Warnings name the column and the setting that silences them. Never modifies the data.
     """
     from loopml.data.validate import validate as run_stage
     from loopml.project import Project
 
     result = run_stage(Project.find(), repin=repin)
     _show(result, json_out)
-    for warning in result["warnings"]:
-        console.print(f"[yellow]warning:[/] {warning}")
+    if not json_out:
+        for warning in result.warnings:
+            err.print(f"[yellow]warning:[/] {warning.message} [dim]({warning.setting})[/]", highlight=False)
 
 
 def train(
-    resume: bool = typer.Option(False, "--resume", envvar="LOOPML_RESUME", help="Continue from the last checkpoint."),
+    resume: bool = typer.Option(
+        False,
+        "--resume",
+        envvar="LOOPML_RESUME",
+        help="Continue from the last checkpoint (`loopml run --resume` sets LOOPML_RESUME).",
+    ),
     json_out: bool = JSON,
 ) -> None:
     """Fit the model (PyTorch loop or any scikit-learn-compatible estimator) and log it to MLflow.
 
-    Device and precision are chosen automatically (CUDA → MPS → CPU; bf16 autocast where the GPU
-    supports it); a checkpoint is written every epoch so `--resume` continues a killed run.
+    The column preprocessing (categories, dates, missing values) is fitted on the training rows and
+    packaged with the model. Device and precision are chosen automatically (CUDA -> MPS -> CPU;
+    bf16 autocast where the GPU supports it); a checkpoint is written every epoch so `--resume`
+    continues a killed run.
     """
     from loopml.project import Project
     from loopml.train.stage import train as run_stage
 
     result = run_stage(Project.find(), resume=resume, show_progress=not json_out)
-    result.pop("history", None) if not json_out else None
     _show(result, json_out)
 
 
 def evaluate(json_out: bool = JSON) -> None:
-    """Score the trained model on the held-out split, compare it with the champion, apply the gates.
+    """Score the trained model on the held-out split beside a dummy baseline and the champion; apply the gates.
 
-    Writes reports/evaluation.html (confusion matrix, ROC or residuals, per-class table, gates)
-    and reports/metrics.json, and logs both to the MLflow run.
+    Writes reports/evaluation.html (gates, metrics with baseline and champion deltas, confusion
+    matrix, ROC and precision-recall or residuals, permutation importance, a data summary) and
+    reports/metrics.json, and logs both to the MLflow run.
     """
     from loopml.evaluate.stage import evaluate as run_stage
     from loopml.project import Project
@@ -62,29 +72,46 @@ def evaluate(json_out: bool = JSON) -> None:
     if json_out:
         emit_json(result)
         return
-    table("metrics", ["metric", "value", "champion"], [
-        [k, f"{v:.4f}", f"{result['champion']['metrics'].get(k, float('nan')):.4f}" if result["champion"] else "—"]
-        for k, v in result["metrics"].items()
+    champion = result.champion
+    rows = []
+    for name, value in result.metrics.items():
+        base = result.baseline.metrics.get(name) if result.baseline else None
+        rival = champion.metrics.get(name) if champion else None
+        rows.append([name, number(value), number(base), number(rival)])
+    table("metrics", ["metric", "model", f"baseline ({result.baseline.name})" if result.baseline else "baseline",
+                      f"champion {champion.name}" if champion else "champion"], rows)  # fmt: skip
+    table("gates", ["metric", "kind", "rule", "value (Δ)", "verdict", "note"], [
+        [g.metric, g.kind, g.rule, "—" if g.value is None else f"{g.value:.4g}",
+         "[green]pass[/]" if g.passed else "[bold red]fail[/]", g.note]
+        for g in result.gates
     ])  # fmt: skip
-    table("gates", ["metric", "kind", "rule", "value", "verdict", "note"], [
-        [g["metric"], g["kind"], g["rule"], "—" if g["value"] is None else f"{g['value']:.4g}",
-         "[green]pass[/]" if g["passed"] else "[bold red]fail[/]", g["note"]]
-        for g in result["gates"]
-    ])  # fmt: skip
-    console.print(f"report: {result['report']}")
+    console.print(f"report: {result.report}")
 
 
-def register_model(json_out: bool = JSON) -> None:
+def register_model(
+    register_as: str = typer.Option(
+        "auto",
+        "--as",
+        envvar="LOOPML_REGISTER_AS",
+        help="auto: champion when it beats the champion; challenger: never move "
+        "champion (what the loop sets, LOOPML_REGISTER_AS=challenger).",
+    ),
+    json_out: bool = JSON,
+) -> None:
     """Register the evaluated model if it passed the gates: alias `challenger`, and `champion`
-    when there is none yet or it beats the current one. A failing model is not registered (exit 1)."""
+    when there is none yet or it beats the current one. A failing model is not registered (exit 1).
+    Registering the same training run again reuses its version."""
+    from loopml.errors import ConfigError
     from loopml.project import Project
-    from loopml.registry import register_stage
+    from loopml.registration import register as run_stage
 
-    _show(register_stage(Project.find()), json_out)
+    if register_as not in ("auto", "challenger"):
+        raise ConfigError(f'--as must be "auto" or "challenger"; got "{register_as}"')
+    _show(run_stage(Project.find(), as_challenger=register_as == "challenger"), json_out)
 
 
-def _show(result: dict, json_out: bool) -> None:
+def _show(result, json_out: bool) -> None:
     if json_out:
         emit_json(result)
     else:
-        console.print(f"[bold]{result['stage']}[/] ({result['seconds']:.1f}s): {result['figure']}")
+        console.print(f"[bold]{result.STAGE}[/] ({result.seconds:.1f}s): {result.figure}")

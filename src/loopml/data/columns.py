@@ -11,12 +11,16 @@ else comes out as distinct values with their counts.
 from __future__ import annotations
 
 import numbers
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 Column = Any  # a pandas Series, a pyarrow (Chunked)Array or a float64 NumPy array
+# Column names that say "identifier": customer_id, uuid, order_no, ...
+ID_NAME = re.compile(r"(^|[_\s.-])(id|uuid|guid|key|code|number|no|nr)$|^(id|uuid|guid)([_\s.-]|$)", re.IGNORECASE)
+ID_MIN_ROWS = 100  # fewer rows than this say nothing about uniqueness
 
 
 def names(frame) -> list[Any]:
@@ -25,17 +29,82 @@ def names(frame) -> list[Any]:
 
 
 def is_numeric(values: Column) -> bool:
-    """Integers, floats and decimals; booleans count as categories."""
+    """Integers, floats, decimals and times (compared as seconds); booleans count as categories."""
     if isinstance(values, np.ndarray):
-        return values.dtype.kind in "iuf"
+        return values.dtype.kind in "iufM"
     if _is_arrow(values):
         import pyarrow as pa
 
         kind = values.type
-        return pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind)
+        return (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind)
+                or pa.types.is_temporal(kind))  # fmt: skip
     import pandas as pd
 
-    return pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+    return (pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)) or \
+        pd.api.types.is_datetime64_any_dtype(values)  # fmt: skip
+
+
+def kind_name(values: Column) -> str:
+    """What a column holds, in a word, for messages: number, text, true/false, nested, ..."""
+    if is_numeric(values):
+        return "number"
+    if _is_arrow(values):
+        import pyarrow as pa
+
+        kind = values.type
+        if pa.types.is_boolean(kind):
+            return "true/false"
+        if pa.types.is_nested(kind):
+            return "nested"
+        return "text"
+    if isinstance(values, np.ndarray):
+        return "text"
+    import pandas as pd
+
+    if pd.api.types.is_bool_dtype(values):
+        return "true/false"
+    return "nested" if is_nested(values) else "text"
+
+
+def is_nested(values: Column) -> bool:
+    """Lists, structs or maps in each cell: not comparable as numbers or categories."""
+    if _is_arrow(values):
+        import pyarrow as pa
+
+        return pa.types.is_nested(values.type)
+    if isinstance(values, np.ndarray) or values.dtype != object:
+        return False
+    first = values.dropna().head(20)
+    return any(isinstance(v, list | dict | tuple | set | np.ndarray) for v in first)
+
+
+def looks_like_id(values: Column, name: str) -> bool:
+    """An identifier (or free text): integers or text, (nearly) a distinct value per row, and an
+    ID-like name or a row counter. Drift on such a column only ever says "all new"."""
+    rows = len(values)
+    if rows < ID_MIN_ROWS:
+        return False
+    if _is_arrow(values):
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        kind = values.type
+        integer = pa.types.is_integer(kind)
+        if not (integer or pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_dictionary(kind)):
+            return False
+        present = rows - values.null_count
+        distinct = len(pc.unique(pc.drop_null(values)))  # count_distinct lacks a dictionary kernel
+    else:
+        import pandas as pd
+
+        integer = pd.api.types.is_integer_dtype(values) and not pd.api.types.is_bool_dtype(values)
+        if not (integer or values.dtype == object or pd.api.types.is_string_dtype(values)):
+            return False
+        present = int(values.notna().sum())
+        distinct = int(values.nunique())
+    if present < ID_MIN_ROWS or distinct < 0.95 * present:
+        return False
+    return bool(ID_NAME.search(str(name))) or not integer or distinct == present
 
 
 @dataclass
@@ -61,11 +130,19 @@ def float_blocks(values: Column) -> list[FloatBlock]:
     """The column as float64 blocks (text that is not a number is null), without copying where the
     data allows: an Arrow column chunk by chunk, a pandas float column whole."""
     if isinstance(values, np.ndarray):
+        if values.dtype.kind == "M":
+            return [
+                FloatBlock(np.where(np.isnat(values), np.nan, values.astype("datetime64[ns]").astype(np.int64) / 1e9))
+            ]
         return [FloatBlock(values.astype(np.float64, copy=False))]
     if _is_arrow(values):
         return [_arrow_floats(chunk) for chunk in getattr(values, "chunks", [values]) if len(chunk)]
     import pandas as pd
 
+    if pd.api.types.is_datetime64_any_dtype(values):  # times as seconds since the epoch
+        stamps = values.dt.tz_convert("UTC").dt.tz_localize(None) if getattr(values.dt, "tz", None) else values
+        seconds = stamps.astype("datetime64[ns]").to_numpy().astype(np.int64) / 1e9
+        return [FloatBlock(np.where(stamps.isna().to_numpy(), np.nan, seconds))]
     if values.dtype == np.float64:  # a NumPy-backed float column: no copy
         return [FloatBlock(values.to_numpy())]
     return [FloatBlock(pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan))]
@@ -75,8 +152,13 @@ def _arrow_floats(chunk) -> FloatBlock:
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    if pa.types.is_temporal(chunk.type):  # times as seconds since the epoch
+        unit = getattr(chunk.type, "unit", "s")
+        chunk = pc.divide(pc.cast(pc.cast(chunk, pa.timestamp(unit)) if pa.types.is_date(chunk.type) else chunk,
+                                  pa.int64()).cast(pa.float64()),
+                          {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}.get(unit, 1.0))  # fmt: skip
     if chunk.type != pa.float64():
-        chunk = pc.cast(chunk, pa.float64())
+        chunk = pc.cast(chunk, pa.float64(), safe=False)  # integers past 2^53 round, as in pandas
     # The data buffer as it is (zero-copy) and the validity bitmap unpacked to one byte a row
     # (an eighth of the data); filling nulls with NaN instead copies every chunk.
     values = np.frombuffer(chunk.buffers()[1], dtype=np.float64, count=chunk.offset + len(chunk))[chunk.offset :]

@@ -1,32 +1,42 @@
-"""The dataset a project trains and evaluates on: features, target, one deterministic split.
+"""The dataset a project trains and evaluates on: raw feature columns, target, one deterministic split.
 
-Every stage that needs data calls `load_dataset`, so train and evaluate always agree on
-which rows are held out (stratified for classification, seeded by `data.seed`). The data is
-the raw table plus any labelled live traffic the loop has added under `data.traffic`; neither
-is ever written here.
+Every stage that needs data calls `load_dataset`, so train and evaluate always agree on which
+rows are held out (stratified for classification, seeded by `data.seed`) and on what each column
+is for (`roles`). The data is the raw table plus any labelled live traffic the loop has added
+under `data.traffic`; neither is ever written here. Features stay raw (text, dates, missing
+values): the preprocessing is part of the model, so a served model takes the same columns.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 
-from loopml.data.io import file_digest, is_url, read_table
+from loopml.data import roles as column_roles
+from loopml.data.io import CsvOptions, file_digest, read_table
 from loopml.data.schema import missing_column
 from loopml.errors import DataError
 from loopml.project import Project
+from loopml_runtime import Input, InputError
+from loopml_runtime.package import conform
+
+MIN_ROWS = 10
 
 
 @dataclass
 class Dataset:
-    X_train: pd.DataFrame
+    X_train: pd.DataFrame  # conformed raw feature columns (training types; missing values kept)
     y_train: pd.Series
     X_test: pd.DataFrame
     y_test: pd.Series
-    features: list[str]
+    inputs: list[Input]  # the raw columns the model takes, with their kinds and roles
     classes: list | None  # sorted class labels for classification, None for regression
+    roles: dict[str, str]  # every column but the target -> its role (excluded ones included)
+
+    @property
+    def features(self) -> list[str]:
+        return [i.name for i in self.inputs]
 
     @property
     def n_classes(self) -> int:
@@ -41,38 +51,66 @@ def load_dataset(project: Project) -> Dataset:
     target = cfg.data.target
     if target not in frame.columns:
         raise DataError(f"{cfg.data.path}: " + missing_column(target, frame, "data.target"))
-    features = [str(c) for c in frame.columns if c != target]
-    if not features:
-        raise DataError(f"{cfg.data.path}: no feature columns besides the target {target!r}")
-    non_numeric = [c for c in features if not pd.api.types.is_numeric_dtype(frame[c])]
-    if non_numeric:
-        raise DataError(
-            f"{cfg.data.path}: columns {non_numeric[:5]} are not numeric; loopml trains on numeric "
-            "features: encode them in the prepare stage (run `loopml validate` for the failing rows)"
-        )
+    roles = project_roles(project, frame)
+    inputs = inputs_for(frame, roles)
+    if not inputs:
+        excluded = ", ".join(f"{c} ({r})" for c, r in list(roles.items())[:8])
+        raise DataError(f"{cfg.data.path}: no feature columns to learn from besides the target {target!r} "
+                        f"({excluded}); change data.columns or data.exclude in loopml.yaml")  # fmt: skip
     y = frame[target]
     if y.isna().any():
-        raise DataError(f"{cfg.data.path}: target {target!r} has {int(y.isna().sum())} missing value(s)")
-    classes = None
-    stratify = None
+        raise DataError(f"{cfg.data.path}: target {target!r} has {int(y.isna().sum())} missing value(s); drop those "
+                        "rows or fill them in")  # fmt: skip
+    classes, stratify = None, None
     if cfg.task == "classification":
-        classes = sorted(y.unique().tolist())
+        classes = sorted(y.unique().tolist(), key=_label_order)
         if len(classes) < 2:
             raise DataError(f"{cfg.data.path}: target {target!r} has a single class {classes}; need two or more")
-        counts = y.value_counts()
-        stratify = y if counts.min() >= 2 else None
-    elif not pd.api.types.is_numeric_dtype(y):
-        raise DataError(f"{cfg.data.path}: a regression target must be numeric; {target!r} is {y.dtype}")
-    if len(frame) < 10:
-        raise DataError(f"{cfg.data.path}: only {len(frame)} rows; need at least 10 to split train/test")
-    X_train, X_test, y_train, y_test = train_test_split(
-        frame[features], y, test_size=cfg.data.test_size, random_state=cfg.data.seed, stratify=stratify
-    )
-    return Dataset(X_train, y_train, X_test, y_test, features, classes)
+        stratify = y if y.value_counts().min() >= 2 else None
+    elif not pd.api.types.is_numeric_dtype(y) or pd.api.types.is_bool_dtype(y):
+        raise DataError(f"{cfg.data.path}: a regression target must be numeric; {target!r} is {y.dtype} "
+                        "(set task: classification to predict its values as classes)")  # fmt: skip
+    if len(frame) < MIN_ROWS:
+        raise DataError(f"{cfg.data.path}: only {len(frame)} rows; need at least {MIN_ROWS} to split train/test")
+    try:
+        X = conform(frame, inputs)
+    except InputError as exc:
+        raise DataError(f"{cfg.data.path}: {exc}; fix the data or its role in data.columns") from None
+    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=cfg.data.test_size,
+                                                        random_state=cfg.data.seed, stratify=stratify)  # fmt: skip
+    return Dataset(X_train, y_train, X_test, y_test, inputs, classes, roles)
 
 
-def to_matrix(frame: pd.DataFrame) -> np.ndarray:
-    return frame.to_numpy(dtype=np.float32, na_value=np.nan)
+def project_roles(project: Project, frame: pd.DataFrame) -> dict[str, str]:
+    """Each column's role: `data.columns` where the user (or the first validation) wrote it,
+    inferred for the rest; `data.exclude` drops columns."""
+    cfg = project.config.data
+    inferred = column_roles.infer_roles(frame, cfg.target)
+    return column_roles.effective(inferred, cfg.columns, cfg.exclude)
+
+
+def inputs_for(frame: pd.DataFrame, roles: dict[str, str]) -> list[Input]:
+    """The model's raw inputs: the feature columns, each with the kind its role makes of it."""
+    inputs = []
+    for name in column_roles.features(roles):
+        role = roles[name]
+        series = frame[name]
+        if role == column_roles.DATETIME:
+            inputs.append(Input(name, "datetime", None if pd.api.types.is_datetime64_any_dtype(series) else "ISO8601",
+                                role))  # fmt: skip
+        elif role == column_roles.CATEGORICAL:
+            inputs.append(Input(name, "string", None, role))
+        elif role == column_roles.BOOLEAN:
+            inputs.append(Input(name, "bool", None, role))
+        else:
+            found = Input.of(name, series, role)
+            inputs.append(found if found.kind == "number" else Input(name, "number", "float64", role))
+    return inputs
+
+
+def _label_order(label):
+    """Sort labels of mixed types without failing (numbers first, then text)."""
+    return (0, label, "") if isinstance(label, int | float) and not isinstance(label, bool) else (1, 0, str(label))
 
 
 def traffic_files(project: Project) -> list:
@@ -82,38 +120,41 @@ def traffic_files(project: Project) -> list:
 
 def read_data(project: Project) -> pd.DataFrame:
     """The raw table, then the labelled traffic rows."""
-    frame = read_table(project.data_path)
+    frame = read_table(project.data_path, options=CsvOptions.of(project.config.data))
     traffic = read_traffic(project, frame)
     return frame if traffic is None else pd.concat([frame, traffic], ignore_index=True)
 
 
 def read_traffic(project: Project, raw: pd.DataFrame) -> pd.DataFrame | None:
-    """The labelled traffic rows in the raw table's columns (lossless casts to its dtypes), or None."""
+    """The labelled traffic rows in the raw table's columns (lossless casts to its dtypes), or None.
+    Columns the traffic lacks (an excluded ID, say) are missing values."""
     files = traffic_files(project)
     if not files:
         return None
     extra = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
-    missing = [c for c in raw.columns if c not in extra.columns]
-    if missing:
+    target = project.config.data.target
+    features = [c for c in raw.columns if c != target]
+    if target not in extra.columns or not any(c in extra.columns for c in features):
         raise DataError(
-            f"{project.config.data.traffic}: traffic files lack the columns {missing[:5]} of "
-            f"{project.config.data.path}; they were written for another dataset: move them out of the "
-            "folder and run `dvc add` on it again"
+            f"{project.config.data.traffic}: traffic files lack the columns of {project.config.data.path}; they "
+            "were written for another dataset: move them out of the folder and run `dvc add` on it again"
         )
-    extra = extra[list(raw.columns)]
+    extra = extra.reindex(columns=list(raw.columns))
     for column in raw.columns:
         kind = raw[column].dtype
         values = extra[column]
-        if pd.api.types.is_integer_dtype(kind) and values.notna().all() and (values % 1 == 0).all():
+        if pd.api.types.is_integer_dtype(kind) and values.notna().all() and pd.api.types.is_numeric_dtype(values) \
+                and (values % 1 == 0).all():  # fmt: skip
             extra[column] = values.astype(kind)
     return extra
 
 
 def data_digest(project: Project) -> str:
-    """A digest of everything `read_data` reads: the raw file's, combined with the traffic files'."""
+    """A digest of everything `read_data` reads: the raw file's (a remote file's content checksum),
+    combined with the traffic files'."""
     import hashlib
 
-    raw = "remote" if is_url(project.data_path) else file_digest(project.data_path)
+    raw = file_digest(project.data_path)
     files = traffic_files(project)
     if not files:
         return raw

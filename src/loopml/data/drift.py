@@ -18,24 +18,13 @@ from typing import Any
 
 import numpy as np
 
+from loopml.config import DriftThresholds
 from loopml.data.profile import ColumnProfile, Profile
 
 EPS = 1e-4  # smoothing for empty cells in PSI
-
-
-@dataclass
-class Thresholds:
-    psi_warn: float = 0.1
-    psi_alert: float = 0.25
-    wasserstein: float = 0.1  # normalized by the reference std
-    jensen_shannon: float = 0.1
-    drift_share: float = 0.5  # dataset drift when at least this share of columns drifted
-
-    @classmethod
-    def of(cls, monitor) -> Thresholds:
-        """From a project's `monitor:` section."""
-        m = monitor
-        return cls(m.psi_warn, m.psi_alert, m.wasserstein, m.jensen_shannon, m.drift_share)
+# Column levels: ok, warn, drift; and two findings that are drift whatever the statistics say:
+# the column is missing from the current data, or holds another type there.
+LEVELS = ("ok", "warn", "drift", "missing", "type_mismatch")
 
 
 @dataclass
@@ -43,8 +32,9 @@ class ColumnDrift:
     column: str
     kind: str
     stats: dict[str, float | None]
-    level: str  # "ok", "warn" or "drift"
+    level: str  # see LEVELS
     drifted: bool
+    note: str = ""
 
 
 @dataclass
@@ -55,15 +45,18 @@ class DriftReport:
     rows_reference: int
     rows_current: int
     thresholds: dict[str, float] = field(default_factory=dict)
+    enough_rows: bool = True  # False: fewer current rows than thresholds.min_rows, no verdict given
+    skipped: dict[str, str] = field(default_factory=dict)  # columns not compared, and why
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def compare(reference: Profile, current: Any, thresholds: Thresholds | None = None) -> DriftReport:
+def compare(reference: Profile, current: Any, thresholds: DriftThresholds | None = None) -> DriftReport:
     """Drift of `current` (a Profile counted on the reference's grid, a pandas DataFrame or a pyarrow
-    Table) against `reference`."""
-    thresholds = thresholds or Thresholds()
+    Table) against `reference`. Below `thresholds.min_rows` current rows the statistics are there but
+    nothing is called drift."""
+    thresholds = thresholds or DriftThresholds()
     counted = current if isinstance(current, Profile) else reference.count(current)
     results = []
     for name, ref in reference.columns.items():
@@ -72,14 +65,22 @@ def compare(reference: Profile, current: Any, thresholds: Thresholds | None = No
         stats["null_share_change"] = _share(cur.nulls, cur.rows) - _share(ref.nulls, ref.rows)
         results.append(ColumnDrift(name, ref.kind, stats, "ok", False))
     _benjamini_hochberg(results)
-    for result in results:
-        result.level, result.drifted = _verdict(result, thresholds)
-    drifted = sum(r.drifted for r in results)
-    share = drifted / len(results) if results else 0.0
     rows_ref = next(iter(reference.columns.values())).rows if reference.columns else 0
     rows_cur = next(iter(counted.columns.values())).rows if counted.columns else 0
+    enough = rows_cur >= thresholds.min_rows
+    for result in results:
+        cur = counted.columns[result.column]
+        if cur.absent:
+            result.level, result.drifted, result.note = "missing", True, "the current data lacks this column"
+        elif cur.mismatch:
+            result.level, result.drifted = "type_mismatch", True
+            result.note = f"{result.kind} in the reference, {cur.mismatch} in the current data"
+        elif enough:
+            result.level, result.drifted = _verdict(result, thresholds)
+    drifted = sum(r.drifted for r in results)
+    share = drifted / len(results) if results else 0.0
     return DriftReport(results, share, bool(results) and share >= thresholds.drift_share, rows_ref, rows_cur,
-                       asdict(thresholds))  # fmt: skip
+                       thresholds.model_dump(), enough, dict(reference.skipped))  # fmt: skip
 
 
 def _numeric(ref: ColumnProfile, cur: ColumnProfile) -> dict[str, float | None]:
@@ -228,7 +229,7 @@ def _benjamini_hochberg(results: list[ColumnDrift]) -> None:
         result.stats[key.replace("pvalue", "pvalue_bh")] = float(value)
 
 
-def _verdict(result: ColumnDrift, t: Thresholds) -> tuple[str, bool]:
+def _verdict(result: ColumnDrift, t: DriftThresholds) -> tuple[str, bool]:
     s = result.stats
     psi = s.get("psi") or 0.0
     effect = s.get("wasserstein_norm") if result.kind == "numeric" else s.get("jensen_shannon")

@@ -15,29 +15,41 @@ import os
 import warnings
 from typing import Any
 
-from loopml.data.io import is_url, parquet_columns, read_arrow, table_format
+from loopml.data.io import CsvOptions, is_url, parquet_columns, read_arrow, table_format
 from loopml.data.profile import Profile
+from loopml.errors import ConfigError
 
 MAX_WORKERS = 8
 TEXT_COST = 0.3  # a dictionary-encoded text column costs about this share of a numeric one
 
 
-def profile_pair(reference: str, current: str) -> tuple[Profile, Profile]:
-    """The reference profile of `reference` and the counts of `current` on its grid."""
-    order, shares = _shares(reference, current)
+def profile_pair(reference: str, current: str, options: CsvOptions | None = None,
+                 exclude: list[str] | None = None) -> tuple[Profile, Profile]:  # fmt: skip
+    """The reference profile of `reference` and the counts of `current` on its grid (`exclude`d
+    columns left out; a CSV read with `options`)."""
+    options = options or CsvOptions()
+    exclude = list(exclude or [])
+    order, shares = _shares(reference, current, exclude)
     if len(shares) < 2:
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(max_workers=1) as pool:  # Arrow reads the second file while the first is fitted
-            reference_table = read_arrow(reference)  # alone: Arrow reads with every core
-            later = pool.submit(read_arrow, current)
+            reference_table = _without(read_arrow(reference, options=options), exclude, reference)
+            later = pool.submit(read_arrow, current, None, options)
             profile = Profile.fit(reference_table)
             del reference_table
             return profile, profile.count(later.result())
     return _profile_in_processes(reference, current, order, shares)
 
 
-def _shares(reference: str, current: str) -> tuple[list[str], list[list[str]]]:
+def _without(table, exclude: list[str], path: str):
+    unknown = [c for c in exclude if c not in table.column_names]
+    if unknown:
+        raise ConfigError(f"--exclude names {unknown}, which {path} lacks; its columns: {table.column_names[:8]}")
+    return table.drop_columns(exclude) if exclude else table
+
+
+def _shares(reference: str, current: str, exclude: list[str] | None = None) -> tuple[list[str], list[list[str]]]:
     """The reference's columns, and the same split into balanced shares, one per worker process;
     no split unless both files are local Parquet and there are several cores."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
@@ -53,15 +65,19 @@ def _shares(reference: str, current: str) -> tuple[list[str], list[list[str]]]:
         schema = pq.read_schema(reference)
     except (OSError, ValueError):
         return [], []  # read_arrow says what is wrong with it
-    workers = min(cores, MAX_WORKERS, len(schema))
+    unknown = [c for c in exclude or [] if c not in schema.names]
+    if unknown:
+        raise ConfigError(f"--exclude names {unknown}, which {reference} lacks; its columns: {schema.names[:8]}")
+    fields = [f for f in schema if f.name not in (exclude or [])]
+    workers = min(cores, MAX_WORKERS, len(fields))
     shares: list[list[str]] = [[] for _ in range(workers)]
     loads = [0.0] * workers
-    for field in schema:  # each column to the least loaded share, in order: round robin for equal costs
+    for field in fields:  # each column to the least loaded share, in order: round robin for equal costs
         text = pa.types.is_string(field.type) or pa.types.is_large_string(field.type)
         least = loads.index(min(loads))
         shares[least].append(field.name)
         loads[least] += TEXT_COST if text else 1.0
-    return schema.names, shares
+    return [f.name for f in fields], shares
 
 
 def _profile_share(reference: str, current: str, names: list[str], current_names: set[str]) -> tuple[Profile, Profile]:
@@ -100,10 +116,13 @@ def _profile_in_processes(
                 child.kill()
     fitted: dict[str, Any] = {}
     counted: dict[str, Any] = {}
+    skipped: dict[str, str] = {}
     for profile, count in results:
         fitted.update(profile.columns)
         counted.update(count.columns)
-    return Profile({n: fitted[n] for n in order}), Profile({n: counted[n] for n in order})
+        skipped.update(profile.skipped)
+    kept = [n for n in order if n in fitted]
+    return Profile({n: fitted[n] for n in kept}, skipped), Profile({n: counted[n] for n in kept}, skipped)
 
 
 def _child(sender, reference: str, current: str, names: list[str], current_names: set[str]) -> None:

@@ -29,6 +29,7 @@ MAX_CATEGORIES = 20  # numeric columns with at most this many distinct values co
 GRID_SAMPLE = 100_000  # the quantile grid is fitted on at most this many values (an even stride)
 PROFILE_FORMAT = 1
 CHUNK = 1 << 16  # values counted per step: 512 KiB of float64 and its temporaries fit in L2
+SMALL = 1 << 15  # columns of at most this many values are counted by binary search, without a lookup table
 PREDICTION_COLUMN = "__prediction__"  # the model's outputs, profiled beside its inputs
 
 
@@ -46,20 +47,35 @@ class ColumnProfile:
     total_sq: float = 0.0
     beyond_low: float = 0.0  # numeric: sum of (edges[0] - x) over underflow values
     beyond_high: float = 0.0  # numeric: sum of (x - edges[-1]) over overflow values
+    absent: bool = False  # a count of data that lacks the column (it was counted as all-null)
+    mismatch: str = ""  # a count of data holding another type there ("text", "true/false", "nested")
     _table: _LookupTable | None = field(default=None, repr=False, compare=False)
 
     # -- counting ---------------------------------------------------------------------------
     def count(self, values: columns.Column) -> ColumnProfile:
         """A profile of `values` (pandas, pyarrow or NumPy) on this column's grid."""
+        numeric = columns.is_numeric(values)
+        if (self.kind == "numeric" and not numeric) or columns.is_nested(values):
+            return self._mismatched(values)
         if self.kind == "numeric":
             return self._count_numbers(columns.float_blocks(values), len(values))
         return self._count_categories(*columns.value_counts(values), len(values))
 
+    def _mismatched(self, values: columns.Column) -> ColumnProfile:
+        """Values of another type: nothing to count on this grid; every row counts as null."""
+        out = self._empty(len(values))
+        size = len(self.edges) + 1 if self.kind == "numeric" else len(self.categories) + 1
+        out.counts, out.nulls, out.mismatch = np.zeros(size, dtype=np.int64), len(values), columns.kind_name(values)
+        return out
+
     def _count_numbers(self, blocks: list[columns.FloatBlock], rows: int) -> ColumnProfile:
-        if self._table is None:
-            self._table = _LookupTable(self.edges)
         out = self._empty(rows)
-        counts, sums = self._table.count(blocks)
+        if rows <= SMALL:  # few values: a binary search each costs less than the lookup table (512 KiB)
+            counts, sums = _count_small(self.edges, blocks)
+        else:
+            if self._table is None:
+                self._table = _LookupTable(self.edges)
+            counts, sums = self._table.count(blocks)
         out.counts, out.nulls = counts[:-1], int(counts[-1])
         out.total, out.total_sq, out.beyond_low, out.beyond_high = sums
         return out
@@ -113,7 +129,7 @@ class ColumnProfile:
 
     def to_dict(self) -> dict[str, Any]:
         data = {k: getattr(self, k) for k in ("name", "kind", "nulls", "rows", "total", "total_sq", "beyond_low",
-                                                "beyond_high")}  # fmt: skip
+                                                "beyond_high", "absent", "mismatch")}  # fmt: skip
         data["counts"] = self.counts.tolist()
         data["edges"] = None if self.edges is None else self.edges.tolist()
         data["levels"] = None if self.levels is None else self.levels.tolist()
@@ -127,37 +143,56 @@ class ColumnProfile:
         column.counts = np.asarray(data["counts"], dtype=np.int64)
         for name in ("nulls", "rows", "total", "total_sq", "beyond_low", "beyond_high"):
             setattr(column, name, data[name])
+        column.absent, column.mismatch = bool(data.get("absent", False)), data.get("mismatch", "")
         return column
 
 
 @dataclass
 class Profile:
     columns: dict[str, ColumnProfile]
+    skipped: dict[str, str] = field(default_factory=dict)  # columns not profiled, and why
 
     @classmethod
     def fit(cls, frame) -> Profile:
         """Fit the grid on reference data (a pandas DataFrame or a pyarrow Table) and count it:
-        the reference profile."""
-        names = columns.names(frame)
+        the reference profile. Nested columns and identifiers are skipped (with the reason)."""
+        names, skipped = [], {}
+        for name in columns.names(frame):
+            values = frame[name]
+            if columns.is_nested(values):
+                skipped[str(name)] = "nested values (lists, structs or maps): not compared"
+            elif str(name) != PREDICTION_COLUMN and columns.looks_like_id(values, str(name)):
+                skipped[str(name)] = "an identifier or free text (a distinct value per row): not compared"
+            else:
+                names.append(name)
         text = [name for name in names if not columns.is_numeric(frame[name])]
-        return cls(_side_by_side(lambda name: _fit(str(name), frame[name]), names, text))
+        return cls(_side_by_side(lambda name: _fit(str(name), frame[name]), names, text), skipped)
 
     def count(self, frame) -> Profile:
-        """Count `frame` on this profile's grid (columns it lacks are counted as all-null)."""
+        """Count `frame` on this profile's grid (columns it lacks are counted as all-null, and marked)."""
         present, missing = set(columns.names(frame)), np.full(len(frame), np.nan)
+
+        def count(name: str) -> ColumnProfile:
+            if name in present:
+                return self.columns[name].count(frame[name])
+            counted = self.columns[name].count(missing)
+            counted.absent = True
+            return counted
+
         categorical = [name for name, column in self.columns.items() if column.kind == "categorical"]
-        return Profile(_side_by_side(lambda name: self.columns[name].count(frame[name] if name in present else missing),
-                                     list(self.columns), categorical))  # fmt: skip
+        return Profile(_side_by_side(count, list(self.columns), categorical), dict(self.skipped))
 
     def merge(self, other: Profile) -> Profile:
-        return Profile({name: column.merge(other.columns[name]) for name, column in self.columns.items()})
+        return Profile({name: column.merge(other.columns[name]) for name, column in self.columns.items()},
+                       dict(self.skipped))  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": PROFILE_FORMAT, "columns": [c.to_dict() for c in self.columns.values()]}
+        return {"format": PROFILE_FORMAT, "columns": [c.to_dict() for c in self.columns.values()],
+                "skipped": self.skipped}  # fmt: skip
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Profile:
-        return cls({c["name"]: ColumnProfile.from_dict(c) for c in data["columns"]})
+        return cls({c["name"]: ColumnProfile.from_dict(c) for c in data["columns"]}, dict(data.get("skipped", {})))
 
 
 class _LookupTable:
@@ -261,6 +296,21 @@ class _LookupTable:
         counts[self.pending] = 0
         counts += np.bincount(cells, minlength=len(counts))
         return float((edges[0] - values[cells == 0]).sum()), float((values[cells == len(edges)] - edges[-1]).sum())
+
+
+def _count_small(edges: np.ndarray, blocks: list[columns.FloatBlock]) -> tuple[np.ndarray, tuple]:
+    """What `_LookupTable.count` returns, by one binary search per value: for a few hundred rows (a
+    live window, a 10,000-column table of 300 rows) building 512 KiB of table per column costs more."""
+    values = np.concatenate([b.masked() for b in blocks]) if blocks else np.zeros(0)
+    finite = values[np.isfinite(values)]
+    cells = np.searchsorted(edges, finite, side="right")
+    cells[finite == edges[-1]] = len(edges) - 1  # the top edge closes the last cell
+    counts = np.bincount(cells, minlength=len(edges) + 1).astype(np.int64)
+    counts = np.append(counts, len(values) - len(finite))  # the null cell
+    low, high = finite[cells == 0], finite[cells == len(edges)]
+    sums = (float(finite.sum()), float(np.einsum("i,i->", finite, finite)), float((edges[0] - low).sum()),
+            float((high - edges[-1]).sum()))  # fmt: skip
+    return counts, sums
 
 
 def _first_bucket(reached, edges: int, buckets: int) -> np.ndarray:

@@ -11,21 +11,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
+from loopml.contracts import Failure, plain
+from loopml.data.roles import MAX_CATEGORIES
 from loopml.errors import ConfigError, DataError
 
-MAX_CATEGORIES = 50  # a text column with at most this many values gets an allowed-values check
 EXAMPLES = 3  # failing values shown per check
-
-
-@dataclass
-class Failure:
-    column: str
-    check: str
-    rows: int
-    examples: list[str]
 
 
 @dataclass
@@ -33,7 +27,6 @@ class ValidationReport:
     rows: int
     columns: int
     failures: list[Failure] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -57,7 +50,7 @@ def infer_schema(frame: pd.DataFrame, target: str):
         if pd.api.types.is_bool_dtype(series):
             pass
         elif pd.api.types.is_numeric_dtype(series) and series.notna().any():
-            checks.append(pa.Check.in_range(_plain(series.min()), _plain(series.max())))
+            checks.append(pa.Check.in_range(plain(series.min()), plain(series.max())))
         elif series.nunique(dropna=True) <= MAX_CATEGORIES:
             checks.append(pa.Check.isin(sorted(str(v) for v in series.dropna().unique())))
         columns[str(name)] = pa.Column(
@@ -150,9 +143,6 @@ def validate_frame(frame: pd.DataFrame, schema, rules: dict[str, list[str]], tar
         pa.DataFrameSchema(checked, coerce=False).validate(frame, lazy=True)
     except pa.errors.SchemaErrors as exc:
         report.failures.extend(_summarize(exc.failure_cases))
-    duplicates = int(frame.duplicated().sum())
-    if duplicates:
-        report.warnings.append(f"{duplicates} duplicated row(s)")
     return report
 
 
@@ -218,10 +208,6 @@ def _preview(columns, limit: int = 8) -> str:
     return ", ".join(names[:limit]) + (f", ... ({len(names)} in all)" if len(names) > limit else "")
 
 
-def _plain(value):
-    return value.item() if hasattr(value, "item") else value
-
-
 def _number(text: str, column: str, expr: str) -> float:
     try:
         return float(text)
@@ -234,3 +220,31 @@ def _maybe_number(text: str):
         return float(text) if "." in text else int(text)
     except ValueError:
         return text
+
+
+def failing_rows(frame: pd.DataFrame, schema, rules: dict[str, list[str]], target: str) -> dict[Any, str]:
+    """Row index -> the first check it fails (column: check), against the schema and the rules:
+    what the loop quarantines instead of training on."""
+    import pandera.pandas as pa
+
+    columns = dict(schema.columns)
+    for column, checks in rule_checks(rules).items():
+        col = columns.get(column) or pa.Column(required=True)
+        for check in checks:
+            if check == "not null":
+                col = _with(col, nullable=False)
+            elif check != "unique":
+                col = _with(col, checks=[*col.checks, check])
+        columns[column] = col
+    present = {k: v for k, v in columns.items() if k in frame.columns}
+    bad: dict[Any, str] = {}
+    try:
+        pa.DataFrameSchema(present, coerce=False).validate(frame, lazy=True)
+    except pa.errors.SchemaErrors as exc:
+        cases = exc.failure_cases
+        for index, column, check in zip(cases["index"], cases["column"], cases["check"], strict=True):
+            if pd.notna(index) and index not in bad:
+                bad[index] = f"{column}: {check}"
+        if not bad and len(cases):  # a whole-column failure (a dtype): every row
+            bad = {index: f"{cases['column'].iloc[0]}: {cases['check'].iloc[0]}" for index in frame.index}
+    return bad

@@ -1,32 +1,22 @@
-"""Gates: absolute thresholds on metrics and comparisons with the current champion.
+"""Gates: absolute thresholds, comparisons with a dummy baseline, comparisons with the champion.
 
-Absolute gates decide whether a model may be registered at all; champion gates
-(`gates.vs_champion`, applied to candidate minus champion) decide whether it takes over
-`champion`. Without configured champion gates, the candidate must be no worse than the
-champion on the task's primary metric.
+Threshold and baseline gates decide whether a model may be registered at all; champion gates
+(`gates.vs_champion`, applied to candidate minus champion) decide whether it takes over `champion`.
+Without configured champion gates, the candidate must be no worse than the champion on the task's
+primary metric (`metric.PRIMARY`).
 """
 
 from __future__ import annotations
 
 import operator
-from dataclasses import asdict, dataclass
 
-from loopml.config import GATE_PATTERN, HIGHER_IS_BETTER, PRIMARY_METRIC, GatesConfig
+from loopml import metric
+from loopml.config import GATE_PATTERN, GatesConfig
+from loopml.contracts import GateResult, Rival
 
 OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "==": operator.eq}
-
-
-@dataclass
-class GateResult:
-    metric: str
-    kind: str  # "threshold" or "vs_champion"
-    rule: str  # e.g. ">= 0.95"
-    value: float | None  # the metric (threshold) or candidate minus champion (vs_champion)
-    passed: bool
-    note: str = ""
-
-    def as_dict(self) -> dict:
-        return asdict(self)
+THRESHOLD, VS_CHAMPION, VS_BASELINE = "threshold", "vs_champion", "vs_baseline"
+REGISTRATION = (THRESHOLD, VS_BASELINE)  # the kinds that decide whether a model is registered
 
 
 def parse(rule: str) -> tuple[str, float]:
@@ -34,35 +24,48 @@ def parse(rule: str) -> tuple[str, float]:
     return match[1], float(match[2])
 
 
-def check(gates: GatesConfig, task: str, metrics: dict[str, float],
-          champion: dict[str, float] | None) -> list[GateResult]:  # fmt: skip
+def holds(rule: str, value: float) -> bool:
+    op, limit = parse(rule)
+    return bool(OPS[op](value, limit))
+
+
+def check(gates: GatesConfig, task: str, metrics: dict[str, float], champion: Rival | None,
+          baseline: Rival | None = None) -> list[GateResult]:  # fmt: skip
     results = []
-    for metric, rule in gates.thresholds.items():
-        value = metrics.get(metric)
+    for name, rule in gates.thresholds.items():
+        value = metrics.get(name)
         if value is None:
-            results.append(GateResult(metric, "threshold", rule, None, False, "not computed for this model"))
-            continue
-        op, limit = parse(rule)
-        results.append(GateResult(metric, "threshold", rule, value, OPS[op](value, limit)))
-    vs = dict(gates.vs_champion) or _default_vs_champion(task)
-    for metric, rule in vs.items():
-        if champion is None:
-            results.append(GateResult(metric, "vs_champion", rule, None, True, "no champion yet"))
-            continue
-        if metric not in metrics or metric not in champion:
-            results.append(GateResult(metric, "vs_champion", rule, None, False, "not computed for both models"))
-            continue
-        op, limit = parse(rule)
-        delta = metrics[metric] - champion[metric]
-        note = f"candidate {metrics[metric]:.4g} vs champion {champion[metric]:.4g}"
-        results.append(GateResult(metric, "vs_champion", rule, delta, OPS[op](delta, limit), note))
+            results.append(GateResult(name, THRESHOLD, rule, None, False, "not computed for this model"))
+        else:
+            results.append(GateResult(name, THRESHOLD, rule, value, holds(rule, value)))
+    results += _relative(gates.vs_baseline, metrics, baseline, VS_BASELINE, "baseline")
+    vs = dict(gates.vs_champion) or default_vs_champion(task)
+    if champion is None:
+        results += [GateResult(name, VS_CHAMPION, rule, None, True, "no champion yet") for name, rule in vs.items()]
+    else:
+        results += _relative(vs, metrics, champion, VS_CHAMPION, f"champion {champion.name}")
     return results
 
 
-def passed(results: list[GateResult], kind: str) -> bool:
-    return all(r.passed for r in results if r.kind == kind)
+def _relative(rules: dict[str, str], metrics: dict[str, float], rival: Rival | None, kind: str,
+              label: str) -> list[GateResult]:  # fmt: skip
+    results = []
+    for name, rule in rules.items():
+        if rival is None or name not in metrics or name not in rival.metrics:
+            results.append(
+                GateResult(name, kind, rule, None, False, f"not computed for both the model and the {label}")
+            )
+            continue
+        delta = metrics[name] - rival.metrics[name]
+        note = f"Δ = candidate {metrics[name]:.4g} − {label} {rival.metrics[name]:.4g}"
+        results.append(GateResult(name, kind, rule, delta, holds(rule, delta), note))
+    return results
 
 
-def _default_vs_champion(task: str) -> dict[str, str]:
-    primary = PRIMARY_METRIC[task]
-    return {primary: ">= 0" if primary in HIGHER_IS_BETTER else "<= 0"}
+def passed(results: list[GateResult], *kinds: str) -> bool:
+    return all(r.passed for r in results if r.kind in kinds)
+
+
+def default_vs_champion(task: str) -> dict[str, str]:
+    primary = metric.PRIMARY[task]
+    return {primary: ">= 0" if metric.higher_is_better(primary) else "<= 0"}

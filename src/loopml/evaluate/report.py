@@ -20,8 +20,13 @@ def render(context: dict[str, Any]) -> str:
         plots["Confusion matrix"] = _confusion(details["labels"], np.asarray(details["confusion"]))
     if "roc" in details:
         plots["ROC curves (one vs rest)"] = _roc(details["roc"])
-    if "residuals" in details:
-        plots["Residuals"] = _residuals(np.asarray(details["y_true"]), np.asarray(details["y_pred"]))
+    if "pr" in details:
+        plots[f"Precision-recall (positive class {details['pr']['label']})"] = _precision_recall(details["pr"])
+    if "y_pred" in details:
+        plots["Residuals and predicted vs actual"] = _residuals(np.asarray(details["y_true"]),
+                                                                 np.asarray(details["y_pred"]))  # fmt: skip
+    if context.get("importance"):
+        plots["Permutation importance (raw columns)"] = _importance(context["importance"])
     template = resources.files("loopml.evaluate").joinpath("report.html.j2").read_text()
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     return env.from_string(template).render(plots=plots, **context)
@@ -69,6 +74,31 @@ def _roc(curves: list[dict]) -> str:
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
     ax.legend(fontsize=7, ncol=2, loc="lower right")
+    return png_base64(fig)
+
+
+def _precision_recall(pr: dict) -> str:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    ax.plot(pr["recall"], pr["precision"], lw=1.2, label=f"AP {pr['average_precision']:.3f}")
+    at = pr["at_threshold"]
+    ax.scatter([at["recall"]], [at["precision"]], color="#b3261e", zorder=3,
+               label=f"threshold {pr['threshold']:g}: P {at['precision']:.2f}, R {at['recall']:.2f}")  # fmt: skip
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=7, loc="lower left")
+    return png_base64(fig)
+
+
+def _importance(found: list[dict]) -> str:
+    plt = pyplot()
+    top = found[:20][::-1]
+    fig, ax = plt.subplots(figsize=(5.5, 0.3 * len(top) + 1))
+    ax.barh([f["column"] for f in top], [f["importance"] for f in top], xerr=[f["spread"] for f in top],
+            color="#8ab4f8")  # fmt: skip
+    ax.set_xlabel("drop of the primary metric when shuffled")
+    ax.tick_params(axis="y", labelsize=7)
     return png_base64(fig)
 
 

@@ -1,9 +1,9 @@
 """`loopml monitor`: drift and live performance of each served version, from the inference log.
 
-For every version with traffic in the window: its rows are counted against the reference
-profile it was trained with (features and predictions), joined with the feedback labels for
-live accuracy (MAE for regression), and compared with what the evaluate stage measured.
-Each check is logged to MLflow as a run and summarized on the model version's tags.
+For every version with traffic in the window: its rows are counted against the reference profile it
+was trained with (features and predictions), joined with the feedback labels for live accuracy
+(MAE for regression), and compared with what the evaluate stage measured. No drift verdict on fewer
+than `monitor.min_rows` rows. Each check is logged to MLflow as a run and summarized on the version.
 """
 
 from __future__ import annotations
@@ -15,14 +15,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loopml import metric
 from loopml.config import parse_duration
-from loopml.data.drift import DriftReport, Thresholds, compare
+from loopml.contracts import Tag
+from loopml.data.drift import DriftReport, compare
+from loopml.data.inference_log import join_labels, read_feedback, read_log
 from loopml.data.profile import Profile
 from loopml.errors import ConfigError
-from loopml.monitor.traffic import join_labels, performance, read_feedback, read_log
+from loopml.monitor.policy import Health
+from loopml.monitor.traffic import performance
 from loopml.project import Project
-
-LIVE_METRIC = {"classification": "accuracy", "regression": "mae"}
 
 
 @dataclass
@@ -36,13 +38,15 @@ class VersionHealth:
     current: Profile | None = field(default=None, repr=False)
 
     def metric_drop(self, task: str) -> float | None:
-        """How much worse live is than evaluated: accuracy points lost, or the MAE's relative rise."""
-        live = self.live.get(LIVE_METRIC[task])
-        if live is None or self.evaluated is None:
-            return None
-        if task == "classification":
-            return self.evaluated - live
-        return (live - self.evaluated) / self.evaluated if self.evaluated else None
+        return self.health(task).drop(task)
+
+    def health(self, task: str) -> Health:
+        """What the loop's policy decides on."""
+        drift = self.drift
+        verdict = drift.dataset_drift if drift is not None and drift.enough_rows else None
+        return Health(self.version, self.rows, self.live["labelled"], self.live.get(metric.PRIMARY[task]),
+                      self.evaluated, verdict, [c.column for c in drift.columns if c.drifted] if drift else [],
+                      len(drift.columns) if drift else 0)  # fmt: skip
 
     def as_dict(self, task: str) -> dict[str, Any]:
         drift = self.drift
@@ -50,9 +54,10 @@ class VersionHealth:
             "version": self.version,
             "rows": self.rows,
             "live": self.live,
-            "evaluated": {LIVE_METRIC[task]: self.evaluated},
+            "evaluated": {metric.PRIMARY[task]: self.evaluated},
             "metric_drop": self.metric_drop(task),
             "dataset_drift": drift.dataset_drift if drift else None,
+            "enough_rows": drift.enough_rows if drift else None,
             "drift_share": drift.drift_share if drift else None,
             "drifted_columns": [c.column for c in drift.columns if c.drifted] if drift else [],
             "drift": drift.as_dict() if drift else None,
@@ -76,11 +81,13 @@ def since_timestamp(text: str | None) -> float | None:
     return when.timestamp()
 
 
-def check(project: Project, since: float | None = None, versions: list[str] | None = None) -> list[VersionHealth]:
+def check(project: Project, since: float | None = None, versions: list[str] | None = None,
+          registry=None) -> list[VersionHealth]:  # fmt: skip
     """The health of each version with traffic since `since` (all logged traffic when None)."""
-    from loopml import registry
+    from loopml.registry import Registry
 
     cfg = project.config
+    registry = registry or Registry.of(project)
     log = read_log(project.inference_log, since)
     labelled = join_labels(log, read_feedback(project.inference_log))
     wanted = versions or sorted(log["version"].unique(), key=_version_key)
@@ -90,21 +97,21 @@ def check(project: Project, since: float | None = None, versions: list[str] | No
         live = performance(cfg.task, labelled[labelled["version"] == version])
         evaluated, reference, report, current = None, None, None, None
         if version != "local":
-            tags = registry.describe(project, version)["tags"]
-            raw = tags.get(f"loopml.metric.{LIVE_METRIC[cfg.task]}")
-            evaluated = float(raw) if raw is not None else None
-            reference = registry.reference_profile(project, version)
+            evaluated = registry.describe(version).metrics.get(metric.PRIMARY[cfg.task])
+            reference = registry.reference_profile(version)
         if reference is not None and len(rows):
             current = reference.count(rows[[c for c in reference.columns if c in rows.columns]])
-            report = compare(reference, current, Thresholds.of(cfg.monitor))
+            report = compare(reference, current, cfg.monitor.thresholds())
         results.append(VersionHealth(version, len(rows), live, evaluated, report, reference, current))
     return results
 
 
-def log_to_mlflow(project: Project, health: VersionHealth, report_file: Path | None, since: float | None) -> str:
+def log_to_mlflow(project: Project, health: VersionHealth, report_file: Path | None, since: float | None,
+                  registry=None) -> str:  # fmt: skip
     """One MLflow run per check and version; a summary tag on the version itself."""
-    from loopml import registry
+    from loopml.registry import Registry
 
+    registry = registry or Registry.of(project)
     task = project.config.task
     summary = health.as_dict(task)
     metrics = {"rows": health.rows, "labelled": health.live["labelled"]}
@@ -118,39 +125,30 @@ def log_to_mlflow(project: Project, health: VersionHealth, report_file: Path | N
                 metrics[f"psi.{_metric_name(column.column)}"] = psi
     if summary["metric_drop"] is not None:
         metrics["metric_drop"] = summary["metric_drop"]
-    with registry.run(project) as run_id:
-        import mlflow
-
-        mlflow.set_tag("mlflow.runName", f"monitor v{health.version}")
-        registry.set_tags(
-            {
-                "loopml.stage": "monitor",
-                "loopml.version": health.version,
-                "loopml.since": since or "",
-                "loopml.dataset_drift": summary["dataset_drift"],
-            }
-        )
+    with registry.run(name=f"monitor v{health.version}") as run_id:
+        registry.set_tags({Tag.STAGE: "monitor", Tag.VERSION: health.version, Tag.SINCE: since or "",
+                           Tag.DATASET_DRIFT: summary["dataset_drift"]})  # fmt: skip
         registry.log_metrics(metrics)
         if report_file is not None:
             registry.log_artifact(report_file, "monitor")
     if health.version != "local":
         brief = {k: summary[k] for k in ("rows", "live", "metric_drop", "dataset_drift", "drift_share")}
         brief.update(run_id=run_id, when=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
-        registry.tag_version(project, health.version, {"loopml.monitor": json.dumps(brief, default=str)})
+        registry.tag_version(health.version, {Tag.MONITOR: json.dumps(brief, default=str)})
     return run_id
 
 
 def report_facts(project: Project, health: VersionHealth) -> dict[str, str]:
     task = project.config.task
-    metric = LIVE_METRIC[task]
-    live = health.live.get(metric)
+    name = metric.PRIMARY[task]
+    live = health.live.get(name)
     drop = health.metric_drop(task)
     return {
         "model": f"{project.config.name} v{health.version}",
         "requests' rows in the window": str(health.rows),
         "labelled rows (feedback)": str(health.live["labelled"]),
-        f"live {metric}": "—" if live is None else f"{live:.4f}",
-        f"evaluated {metric} (test set)": "—" if health.evaluated is None else f"{health.evaluated:.4f}",
+        f"live {name}": "—" if live is None else f"{live:.4f}",
+        f"evaluated {name} (test set)": "—" if health.evaluated is None else f"{health.evaluated:.4f}",
         "drop vs evaluation": "—" if drop is None else f"{drop:+.4f}",
     }
 

@@ -20,7 +20,8 @@ def render(report: DriftReport, reference: Profile, current: Profile, title: str
     import jinja2
 
     ordered = sorted(report.columns, key=_severity, reverse=True)
-    plots = {c.column: _plot(reference.columns[c.column], current.columns[c.column]) for c in ordered[:MAX_PLOTS]}
+    plots = {c.column: _plot(reference.columns[c.column], current.columns[c.column]) for c in ordered[:MAX_PLOTS]
+             if c.level not in ("missing", "type_mismatch")}  # fmt: skip
     template = resources.files("loopml.monitor").joinpath("drift.html.j2").read_text()
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     return env.from_string(template).render(title=title, report=report, columns=ordered, plots=plots,
@@ -29,7 +30,7 @@ def render(report: DriftReport, reference: Profile, current: Profile, title: str
 
 
 def _severity(column) -> tuple:
-    rank = {"drift": 2, "warn": 1, "ok": 0}[column.level]
+    rank = {"missing": 3, "type_mismatch": 3, "drift": 2, "warn": 1, "ok": 0}[column.level]
     return rank, column.stats.get("psi") or 0.0
 
 

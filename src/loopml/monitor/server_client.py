@@ -1,5 +1,8 @@
-"""What the loop asks of a running loopml server: admin calls (canary, reload) and per-version
-request counts and latency read from its Prometheus `/metrics`."""
+"""What the loop asks of a running loopml server: admin calls (canary, reload, the traffic split)
+and per-version request counts and latency read from its Prometheus `/metrics`.
+
+A snapshot carries the server's start time: counters restart from zero with the server, so two
+snapshots of different starts are not subtracted (the loop re-opens its canary instead)."""
 
 from __future__ import annotations
 
@@ -7,9 +10,10 @@ import json
 import os
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from loopml.errors import LoopmlError
+from loopml.monitor.policy import VersionServed
 
 
 class ServerUnreachable(LoopmlError):
@@ -21,16 +25,16 @@ class VersionTraffic:
     """Cumulative counters of one version since the server started (subtract two snapshots)."""
 
     requests: float
-    errors: float  # 5xx answers
+    errors: float  # 5xx answers of requests the version ran
     buckets: dict[float, float]  # latency histogram: upper bound (s) -> cumulative count
 
     def minus(self, earlier: VersionTraffic | None) -> VersionTraffic:
         if earlier is None:
             return self
         return VersionTraffic(
-            self.requests - earlier.requests,
-            self.errors - earlier.errors,
-            {le: n - earlier.buckets.get(le, 0.0) for le, n in self.buckets.items()},
+            max(0.0, self.requests - earlier.requests),
+            max(0.0, self.errors - earlier.errors),
+            {le: max(0.0, n - earlier.buckets.get(le, 0.0)) for le, n in self.buckets.items()},
         )
 
     def p95_ms(self) -> float | None:
@@ -42,8 +46,23 @@ class VersionTraffic:
                 return le * 1000 if le != float("inf") else None
         return None
 
-    def error_rate(self) -> float:
-        return self.errors / self.requests if self.requests > 0 else 0.0
+    def served(self) -> VersionServed:
+        return VersionServed(self.requests, self.errors, self.p95_ms())
+
+
+@dataclass
+class Snapshot:
+    started: float | None  # the server's start time (loopml_server_start_time_seconds)
+    versions: dict[str, VersionTraffic] = field(default_factory=dict)
+
+    def since(self, earlier: Snapshot) -> dict[str, VersionTraffic]:
+        """Per version, what happened between `earlier` and this snapshot (same server run)."""
+        return {v: t.minus(earlier.versions.get(v)) for v, t in self.versions.items()}
+
+    def restarted_since(self, earlier: Snapshot) -> bool:
+        if self.started is not None and earlier.started is not None and self.started != earlier.started:
+            return True
+        return any(t.requests < earlier.versions[v].requests for v, t in self.versions.items() if v in earlier.versions)
 
 
 class ServerClient:
@@ -63,18 +82,25 @@ class ServerClient:
         """Make the primary serve whatever `champion` points at now."""
         return self._call("POST", "/admin/reload", {})
 
-    def snapshot(self) -> dict[str, VersionTraffic]:
-        """Requests, 5xx answers and the latency histogram of every served version."""
+    def traffic(self) -> dict:
+        """The split now: primary and canary versions, the canary's share, the server's start."""
+        return self._call("GET", "/admin/traffic", None)
+
+    def snapshot(self) -> Snapshot:
+        """Requests, 5xx answers and the latency histogram of every served version, and the start time."""
         from prometheus_client.parser import text_string_to_metric_families
 
         text = self._call("GET", "/metrics", None, admin=False, raw=True)["body"]
-        versions: dict[str, VersionTraffic] = {}
+        snap = Snapshot(None)
 
         def of(version: str) -> VersionTraffic:
-            return versions.setdefault(version, VersionTraffic(0.0, 0.0, {}))
+            return snap.versions.setdefault(version, VersionTraffic(0.0, 0.0, {}))
 
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
+                if sample.name == "loopml_server_start_time_seconds":
+                    snap.started = sample.value
+                    continue
                 version = sample.labels.get("version")
                 if version is None or version == "none":
                     continue
@@ -86,19 +112,22 @@ class ServerClient:
                     le = float(sample.labels["le"])
                     buckets = of(version).buckets
                     buckets[le] = buckets.get(le, 0.0) + sample.value
-        return versions
+        return snap
 
     def _call(self, method: str, path: str, body: dict | None, admin: bool = True, raw: bool = False) -> dict:
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(self.url + path, data=data, method=method)
         request.add_header("content-type", "application/json")
+        key = os.environ.get("LOOPML_API_KEYS", "").split(",")[0].strip()
         if admin:
             if not self.token:
                 raise ServerUnreachable(
-                    f"the loop needs LOOPML_ADMIN_TOKEN (the one {self.url} was started with) "
-                    "to open and close canaries"
+                    f"the loop needs LOOPML_ADMIN_TOKEN (the one {self.url} was started with) to open and close "
+                    "canaries"
                 )
             request.add_header("authorization", f"Bearer {self.token}")
+        elif key:  # /metrics behind the API keys
+            request.add_header("x-api-key", key)
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 text = response.read().decode()

@@ -1,118 +1,194 @@
-"""The ASGI app: a small hand-written router over raw ASGI (a framework's per-request cost is
-the difference between ~7k and ~20k requests/s on two cores), the protocol endpoints, admin
-endpoints, canary routing and hot reload.
+"""The ASGI app: raw ASGI over a small route table (a framework's per-request cost is the
+difference between ~7k and ~20k requests/s on two cores), the protocol endpoints, feedback, admin.
 
-    create_app(settings) -> ServingApp      # the app factory; run it with uvicorn
+    create_app(settings, loader=None) -> ServingApp     # the app factory; run it with uvicorn
+
+Every caller mistake is a 4xx with `{"error": ...}`; a failure of ours is a 500 that names the
+request id, is logged with its traceback, and is never written to the inference log. Only requests a
+version actually ran count as that version's traffic (4xx and auth failures count under
+version="none"), so malformed requests cannot make a canary look bad.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
-import json
 import logging
-import os
-import random
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
 
 from loopml import __version__
-from loopml.config import MonitorConfig, ServeConfig
-from loopml.errors import LoopmlError
-from loopml.monitor.live import LiveMonitor
-from loopml.serve.batcher import Batcher, BatchTooLarge, QueueFull
-from loopml.serve.metrics import ServerMetrics
-from loopml.serve.protocols import RequestError, encode_v2, mlflow_response, parse_mlflow, parse_v2
-from loopml.serve.runtime import ModelRuntime, ModelSource, check_matrix, resolve_version
+from loopml.config import canary_percent
+from loopml.data.inference_log import MAX_ID_LENGTH, LabelRules
+from loopml.errors import ConfigError, LoopmlError, ModelInputError
+from loopml.serve.batcher import QueueFull
+from loopml.serve.deployment import Deployment, Deployments
+from loopml.serve.http import (
+    ADMIN,
+    JSON,
+    KEY,
+    PUBLIC,
+    HttpError,
+    Route,
+    Router,
+    check_admin,
+    check_key,
+    json_answer,
+    read_body,
+    respond,
+)
+from loopml.serve.metrics import NO_VERSION, UNKNOWN_MODEL, ServerMetrics
+from loopml.serve.openapi import spec
+from loopml.serve.protocols import (
+    DATATYPES,
+    RequestError,
+    check_output_names,
+    encode_v2,
+    mlflow_response,
+    parse_json,
+    parse_mlflow,
+    parse_v2,
+)
+from loopml.serve.runtime import ModelLoader, RegistryLoader
+from loopml.serve.settings import ServeSettings
+from loopml.uri import check_alias
 
 logger = logging.getLogger(__name__)
 access_log = logging.getLogger("loopml.access")
-
-MODEL_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?(/ready|/infer)?$")
-JSON = b"application/json"
-
-
-@dataclass
-class ServeSettings:
-    """What `loopml serve` resolved: the model sources, serving knobs and secrets."""
-
-    primary: ModelSource
-    serve: ServeConfig = field(default_factory=ServeConfig)
-    canary: ModelSource | None = None
-    canary_percent: float = 0.0
-    tracking_uri: str | None = None  # where aliases are re-resolved on reload
-    admin_token: str | None = None  # LOOPML_ADMIN_TOKEN; admin endpoints are off without it
-    api_keys: tuple[str, ...] = ()  # LOOPML_API_KEYS; inference needs one of them when set
-    access_log: bool = True
-    monitor: MonitorConfig = field(default_factory=MonitorConfig)
-    log_dir: str | None = None  # where the inference log and feedback go; None: no log
-
-
-class Deployment:
-    """A runtime with its own batcher: one served model version."""
-
-    def __init__(self, runtime: ModelRuntime, source: ModelSource, settings: ServeSettings, metrics: ServerMetrics):
-        self.runtime, self.source = runtime, source
-        cfg = settings.serve
-        labels = (runtime.name, runtime.version)
-        batch_hist, depth = metrics.batch_size.labels(*labels), metrics.queue_depth.labels(*labels)
-
-        def on_batch(rows: int, queued: int) -> None:
-            batch_hist.observe(rows)
-            depth.set(queued)
-
-        self.batcher = Batcher(runtime.predict, cfg.max_batch_size, cfg.max_delay_ms / 1000, cfg.max_queue, on_batch)
-        metrics.load_seconds.labels(*labels).set(runtime.load_seconds)
-        self.monitor = LiveMonitor(runtime.name, runtime.version, runtime.features, runtime.reference_profile(),
-                                   settings.monitor, Path(settings.log_dir) if settings.log_dir and settings.monitor.log
-                                   else None, metrics)  # fmt: skip
-
-    async def close(self) -> None:
-        """Answer what is queued, then flush the last window, log lines and feedback."""
-        await self.batcher.close()
-        await self.monitor.close()
-
-
-class HttpError(Exception):
-    def __init__(self, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None):
-        super().__init__(message)
-        self.status, self.message, self.headers = status, message, headers or []
+REQUEST_ID = re.compile(r"^[\w.:@/+=-]{1,128}$")
+INTERNAL = "x-loopml-internal"  # set on calls between the workers of one server
 
 
 class ServingApp:
-    def __init__(self, settings: ServeSettings):
+    def __init__(self, settings: ServeSettings, loader: ModelLoader | None = None, siblings=None,
+                 started_at: float | None = None):  # fmt: skip
         self.settings = settings
         self.cfg = settings.serve
-        self.metrics = ServerMetrics()
-        self.primary: Deployment | None = None
-        self.canary: Deployment | None = None
-        self.canary_percent = settings.canary_percent
+        self.metrics = ServerMetrics(started_at)
+        self.models = Deployments(settings, loader or RegistryLoader(settings.tracking_uri), self.metrics)
+        self.siblings = siblings  # the other workers of this server (see `workers`), or None
         self.ready = False
-        self._reload_lock: asyncio.Lock | None = None
         self._watcher: asyncio.Task | None = None
         self.max_body = int(self.cfg.max_body_mb * 2**20)
         self.timeout_s = self.cfg.timeout_ms / 1000
-        self.routes: dict[tuple[str, str], Callable[..., Awaitable]] = {
-            ("GET", "/v2"): self.server_metadata,
-            ("GET", "/v2/health/live"): self.live,
-            ("GET", "/v2/health/ready"): self.ready_check,
-            ("POST", "/invocations"): self.invocations,
-            ("GET", "/ping"): self.ready_check,
-            ("GET", "/health"): self.ready_check,
-            ("GET", "/version"): self.version,
-            ("GET", "/metrics"): self.prometheus,
-            ("GET", "/openapi.json"): self.openapi,
-            ("POST", "/admin/reload"): self.admin_reload,
-            ("POST", "/admin/traffic"): self.admin_traffic,
-            ("POST", "/feedback"): self.feedback,
-        }
+        self.router = Router(self.routes())
+
+    def routes(self) -> list[Route]:
+        tensor_body = {"application/json": _infer_schema(), "application/octet-stream": {"type": "string"}}
+        mlflow_body = {"application/json": _invocation_schema(), "text/csv": {"type": "string"}}
+        feedback_body = {"application/json": {"type": "object", "properties": {
+            "id": {"type": "string"}, "row": {"type": "integer", "minimum": 0}, "label": {},
+            "feedback": {"type": "array", "items": {"type": "object"}}}}}  # fmt: skip
+        traffic_body = {"application/json": {"type": "object", "properties": {
+            "canary_percent": {"type": "number", "minimum": 0, "maximum": 100},
+            "canary": {"type": ["string", "null"]}}}}  # fmt: skip
+        infer_answers = (200, 400, 401, 404, 413, 415, 503, 504)
+        return [
+            Route("GET", "/v2", self.server_metadata, KEY, "server metadata", answers=(200, 401)),
+            Route("GET", "/v2/health/live", self.live, PUBLIC, "liveness"),
+            Route(
+                "GET",
+                "/v2/health/ready",
+                self.ready_check,
+                PUBLIC,
+                "readiness: the model is loaded and warmed",
+                answers=(200, 503),
+            ),  # fmt: skip
+            Route(
+                "GET",
+                "/v2/models/{model_name}",
+                self.model_metadata,
+                KEY,
+                "model metadata",
+                answers=(200, 401, 404, 503),
+            ),  # fmt: skip
+            Route(
+                "GET",
+                "/v2/models/{model_name}/ready",
+                self.model_ready,
+                KEY,
+                "model readiness",
+                answers=(200, 401, 404, 503),
+            ),  # fmt: skip
+            Route(
+                "GET",
+                "/v2/models/{model_name}/versions/{version}",
+                self.model_metadata,
+                KEY,
+                "model version metadata",
+                answers=(200, 401, 404, 503),
+            ),  # fmt: skip
+            Route(
+                "GET",
+                "/v2/models/{model_name}/versions/{version}/ready",
+                self.model_ready,
+                KEY,
+                "model version readiness",
+                answers=(200, 401, 404, 503),
+            ),  # fmt: skip
+            Route(
+                "POST",
+                "/v2/models/{model_name}/infer",
+                self.infer,
+                KEY,
+                "Open Inference Protocol infer",
+                tensor_body,
+                infer_answers,
+            ),  # fmt: skip
+            Route(
+                "POST",
+                "/v2/models/{model_name}/versions/{version}/infer",
+                self.infer,
+                KEY,
+                "Open Inference Protocol infer on one version",
+                tensor_body,
+                infer_answers,
+            ),  # fmt: skip
+            Route("POST", "/invocations", self.invocations, KEY, "MLflow scoring protocol", mlflow_body, infer_answers),
+            Route("GET", "/ping", self.ready_check, PUBLIC, "MLflow health", answers=(200, 503)),
+            Route("GET", "/health", self.ready_check, PUBLIC, "MLflow health", answers=(200, 503)),
+            Route("GET", "/version", self.version, KEY, "MLflow version", answers=(200, 401)),
+            Route("GET", "/metrics", self.prometheus, KEY, "Prometheus metrics (all workers)", answers=(200, 401)),
+            Route("GET", "/openapi.json", self.openapi, KEY, "this document", answers=(200, 401)),
+            Route(
+                "POST",
+                "/feedback",
+                self.feedback,
+                KEY,
+                "ground-truth labels for earlier requests",
+                feedback_body,
+                (200, 400, 401, 404, 409, 413),
+            ),  # fmt: skip
+            Route(
+                "POST",
+                "/admin/reload",
+                self.admin_reload,
+                ADMIN,
+                "load the alias's current version",
+                answers=(200, 401, 403, 500),
+            ),  # fmt: skip
+            Route(
+                "GET",
+                "/admin/traffic",
+                self.traffic_state,
+                ADMIN,
+                "the traffic split and the server's start",
+                answers=(200, 401, 403),
+            ),  # fmt: skip
+            Route(
+                "POST",
+                "/admin/traffic",
+                self.admin_traffic,
+                ADMIN,
+                "set or load the canary and its share",
+                traffic_body,
+                (200, 400, 401, 403, 404, 409),
+            ),  # fmt: skip
+        ]
 
     # -- ASGI ------------------------------------------------------------------------------
     async def __call__(self, scope, receive, send) -> None:
@@ -124,49 +200,52 @@ class ServingApp:
         started = time.perf_counter()
         method, path = scope["method"], scope["path"]
         self.metrics.inflight.inc()
-        request_id = None
-        status = 500
-        ctx: dict = {}  # handlers put ("protocol", model, version) under "labels" once known
+        request_id, status, labels = None, 500, None
+        ctx: dict = {}  # handlers put ("protocol", model, version) under "labels" once a version ran
         try:
-            handler = self.routes.get((method, path))
-            args: tuple = ()
-            if handler is None:
-                match = MODEL_PATH.match(path)
-                if match:
-                    name, version, action = match.groups()
-                    handler = {None: self.model_metadata, "/ready": self.model_ready, "/infer": self.infer}[action]
-                    args = (name, version)
-                    if (method == "POST") != (action == "/infer"):
-                        raise HttpError(405, f"{method} is not allowed on {path}")
-                elif any(p == path for _, p in self.routes):
-                    raise HttpError(405, f"{method} is not allowed on {path}")
-                else:
-                    raise HttpError(404, f"no endpoint {path}; see /openapi.json")
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-            request_id = headers.get("x-request-id") or uuid.uuid4().hex
+            given = headers.get("x-request-id")
+            request_id = given if given and REQUEST_ID.match(given) else uuid.uuid4().hex
             ctx["request_id"] = request_id
-            status, body, extra = await handler(scope, receive, headers, ctx, *args)
-            await _respond(send, status, body, extra + [(b"x-request-id", request_id.encode())])
+            route, params = self.router.match(method, path)
+            self._authorize(route, headers)
+            status, body, extra = await route.handler(scope, receive, headers, ctx, **params)
+            await respond(send, status, body, extra + [(b"x-request-id", request_id.encode())])
         except HttpError as exc:
             status = exc.status
-            await _respond(send, status, orjson.dumps({"error": exc.message}), exc.headers)
+            await respond(send, status, orjson.dumps({"error": exc.message}),
+                          exc.headers + [(b"x-request-id", (request_id or "").encode())])  # fmt: skip
         except Exception:
-            logger.exception("unhandled error on %s %s", method, path)
+            logger.exception("unhandled error on %s %s (request id %s)", method, path, request_id)
             status = 500
-            await _respond(send, 500, orjson.dumps({"error": "internal server error; see the server log"}), [])
+            message = f"internal server error (request id {request_id}); the server log has the details"
+            await respond(send, 500, orjson.dumps({"error": message}), [(b"x-request-id", (request_id or "").encode())])
         finally:
             self.metrics.inflight.dec()
             elapsed = time.perf_counter() - started
             labels = ctx.get("labels")
-            if labels:
+            if labels is not None:
                 protocol, model, version = labels
-                self.metrics.requests.labels(protocol, model, version, str(status)).inc()
+                ran = version if ctx.get("ran") else NO_VERSION
+                self.metrics.requests.labels(protocol, model, ran, str(status)).inc()
                 if status < 400:
                     self.metrics.latency.labels(protocol, model, version).observe(elapsed)
             if self.settings.access_log:
-                access_log.info(json.dumps({"time": round(time.time(), 3), "id": request_id, "method": method,
-                                            "path": path, "status": status, "ms": round(elapsed * 1000, 2),
-                                            "version": labels[2] if labels else None}))  # fmt: skip
+                access_log.info(orjson.dumps({"time": round(time.time(), 3), "id": request_id, "method": method,
+                                              "path": path[:200], "status": status, "ms": round(elapsed * 1000, 2),
+                                              "version": labels[2] if labels else None}).decode())  # fmt: skip
+
+    def _authorize(self, route: Route, headers: dict[str, str]) -> None:
+        if INTERNAL in headers:  # a call from another worker of this server, or a forgery
+            if self.siblings is None or not self.siblings.trusted(headers[INTERNAL]):
+                raise HttpError(403, f"the {INTERNAL} header is for calls between a server's workers")
+            return
+        if route.access == ADMIN:
+            check_admin(headers, self.settings.admin_token)
+        elif route.access == KEY and self.settings.api_keys:
+            if route.path == "/metrics" and self.cfg.public_metrics:
+                return
+            check_key(headers, self.settings.api_keys)
 
     async def _lifespan(self, receive, send) -> None:
         while True:
@@ -175,7 +254,8 @@ class ServingApp:
                 try:
                     await self.startup()
                 except Exception as exc:
-                    logger.exception("startup failed")
+                    if not isinstance(exc, LoopmlError):
+                        logger.exception("startup failed")
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
                 await send({"type": "lifespan.startup.complete"})
@@ -186,106 +266,46 @@ class ServingApp:
 
     # -- lifecycle -------------------------------------------------------------------------
     async def startup(self) -> None:
-        self._reload_lock = asyncio.Lock()
-        self.primary = await self._deploy(self.settings.primary)
-        if self.settings.canary:
-            self.canary = await self._deploy(self.settings.canary)
-        self._publish_traffic()
+        await self.models.start()
+        saved = self.siblings.saved_traffic() if self.siblings is not None else None
+        if saved and saved.get("canary"):  # a restarted worker takes up the canary the others serve
+            await self.models.set_canary(saved["canary"], float(saved.get("canary_percent", 0)))
         self.ready = True
         if self.cfg.registry_poll_s and self.settings.primary.alias:
             self._watcher = asyncio.get_running_loop().create_task(self._watch())
-        canary = f" with canary v{self.canary.runtime.version} at {self.canary_percent}%" if self.canary else ""
-        logger.info("serving %s v%s%s", self.primary.runtime.name, self.primary.runtime.version, canary)
+        primary, canary = self.models.primary, self.models.canary
+        note = f" with canary v{canary.runtime.version} at {self.models.canary_percent}%" if canary else ""
+        logger.info("serving %s v%s%s", primary.runtime.name, primary.runtime.version, note)
 
     async def shutdown(self) -> None:
         self.ready = False
         if self._watcher:
             self._watcher.cancel()
-        for deployment in (self.primary, self.canary):
-            if deployment:
-                await deployment.close()  # drains: queued requests are answered first
-
-    async def _deploy(self, source: ModelSource) -> Deployment:
-        """Load, warm and start a model version off the event loop."""
-        loop = asyncio.get_running_loop()
-        version = await loop.run_in_executor(None, resolve_version, source, self.settings.tracking_uri)
-
-        def load() -> ModelRuntime:
-            runtime = ModelRuntime.load(source, version)
-            started = time.perf_counter()
-            runtime.warm_up(self.cfg.max_batch_size)
-            runtime.load_seconds += time.perf_counter() - started
-            return runtime
-
-        runtime = await loop.run_in_executor(None, load)
-        deployment = Deployment(runtime, source, self.settings, self.metrics)
-        deployment.batcher.start()
-        deployment.monitor.start()
-        return deployment
-
-    async def reload(self) -> dict:
-        """Swap in the alias's current version without dropping a request; on failure keep serving."""
-        async with self._reload_lock:
-            old = self.primary
-            version = await asyncio.get_running_loop().run_in_executor(
-                None, resolve_version, old.source, self.settings.tracking_uri
-            )
-            if version == old.runtime.version:
-                return {"reloaded": False, "version": version, "reason": "already serving this version"}
-            new = await self._deploy(old.source)
-            self.primary = new  # new requests go to the new version from here on
-            self._publish_traffic()
-            await old.close()  # requests already queued on the old version finish there
-            logger.info("reloaded %s: v%s -> v%s", new.runtime.name, old.runtime.version, new.runtime.version)
-            return {"reloaded": True, "version": new.runtime.version, "previous": old.runtime.version}
+        await self.models.close()
 
     async def _watch(self) -> None:
         while True:
             await asyncio.sleep(self.cfg.registry_poll_s)
             try:
-                result = await self.reload()
+                result = await self.models.reload()
                 if result["reloaded"]:
                     logger.info("registry watcher: %s", result)
-            except Exception:
-                logger.exception("registry watcher: reload failed; the current version keeps serving")
-
-    def _publish_traffic(self) -> None:
-        self.metrics.traffic.clear()
-        share = self.canary_percent / 100 if self.canary else 0.0
-        self.metrics.traffic.labels(self.primary.runtime.name, self.primary.runtime.version).set(1 - share)
-        if self.canary:
-            self.metrics.traffic.labels(self.canary.runtime.name, self.canary.runtime.version).set(share)
-
-    def _choose(self, name: str, version: str | None) -> Deployment:
-        if not self.ready or self.primary is None:
-            raise HttpError(503, "the model is not loaded yet; retry shortly", [(b"retry-after", b"1")])
-        if name != self.primary.runtime.name:
-            raise HttpError(404, f"unknown model {name!r}; this server serves {self.primary.runtime.name!r}")
-        if version is not None:
-            for deployment in (self.primary, self.canary):
-                if deployment and deployment.runtime.version == version:
-                    return deployment
-            served = [d.runtime.version for d in (self.primary, self.canary) if d]
-            raise HttpError(404, f"{name} has no served version {version!r}; serving {', '.join(served)}")
-        if self.canary and self.canary_percent > 0 and random.random() * 100 < self.canary_percent:
-            return self.canary
-        return self.primary
+            except Exception as exc:  # the registry being down is reported, and the current version keeps serving
+                logger.error("registry watcher: reload failed (%s); the current version keeps serving", exc)
 
     # -- inference -------------------------------------------------------------------------
-    async def infer(self, scope, receive, headers, ctx, name, version):
-        ctx["labels"] = ("v2", name, version or "none")
-        self._authorize_inference(headers)
-        deployment = self._choose(name, version)
+    async def infer(self, scope, receive, headers, ctx, model_name, version=None):
+        self._require_ready()
+        ctx["labels"] = ("v2", self._model_label(model_name), NO_VERSION)
+        deployment = self.models.choose(model_name, version)
         runtime = deployment.runtime
         ctx["labels"] = ("v2", runtime.name, runtime.version)
-        body = await self._body(receive, headers)
-        matrix, request = _parse(parse_v2, body, headers.get("inference-header-content-length"), runtime.features)
-        outputs = await self._predict(deployment, matrix)
-        deployment.monitor.observe(ctx["request_id"], matrix, outputs["predict"])
-        try:
-            payload, header_length = encode_v2(outputs, request, runtime.name, runtime.version)
-        except RequestError as exc:
-            raise HttpError(exc.status, str(exc)) from None
+        body = await read_body(receive, headers, self.max_body)
+        rows, request = _parsed(parse_v2, body, headers.get("inference-header-content-length"), runtime.inputs)
+        _parsed(check_output_names, request, list(runtime.output_dtypes))
+        outputs = await self._predict(deployment, rows, ctx)
+        deployment.monitor.observe(ctx["request_id"], rows, outputs["predict"])
+        payload, header_length = _parsed(encode_v2, outputs, request, runtime.name, runtime.version)
         extra = [(b"x-model-version", runtime.version.encode())]
         if header_length is None:
             return 200, payload, [(b"content-type", JSON), *extra]
@@ -293,215 +313,253 @@ class ServingApp:
                               (b"inference-header-content-length", str(header_length).encode()), *extra]  # fmt: skip
 
     async def invocations(self, scope, receive, headers, ctx):
-        ctx["labels"] = ("mlflow", self.settings.primary.name, "none")
-        self._authorize_inference(headers)
-        deployment = self._choose(self.primary.runtime.name if self.primary else "", None)
+        self._require_ready()
+        deployment = self.models.choose(self.models.primary.runtime.name, None)
         runtime = deployment.runtime
         ctx["labels"] = ("mlflow", runtime.name, runtime.version)
-        body = await self._body(receive, headers)
-        matrix = _parse(parse_mlflow, body, headers.get("content-type", "application/json"), runtime.features)
-        outputs = await self._predict(deployment, matrix)
-        deployment.monitor.observe(ctx["request_id"], matrix, outputs["predict"])
-        headers_out = [(b"content-type", JSON), (b"x-model-version", runtime.version.encode())]
-        return 200, mlflow_response(outputs["predict"]), headers_out
+        body = await read_body(receive, headers, self.max_body)
+        rows = _parsed(parse_mlflow, body, headers.get("content-type", "application/json"), runtime.inputs)
+        outputs = await self._predict(deployment, rows, ctx)
+        deployment.monitor.observe(ctx["request_id"], rows, outputs["predict"])
+        return 200, mlflow_response(outputs["predict"]), [(b"content-type", JSON),
+                                                          (b"x-model-version", runtime.version.encode())]  # fmt: skip
 
-    async def _predict(self, deployment: Deployment, matrix: np.ndarray) -> dict[str, np.ndarray]:
+    async def _predict(self, deployment: Deployment, rows, ctx) -> dict[str, np.ndarray]:
         runtime = deployment.runtime
         try:
-            check_matrix(matrix, runtime.n_features, self.cfg.nan_policy)
-            return await deployment.batcher.submit(matrix, self.timeout_s)
-        except LoopmlError as exc:
+            runtime.check(rows, self.cfg.nan_policy)
+        except ModelInputError as exc:
             raise HttpError(400, str(exc)) from None
-        except BatchTooLarge as exc:
+        try:
+            outputs = await deployment.batcher.submit(rows, self.timeout_s)
+        except ModelInputError as exc:
             raise HttpError(400, str(exc)) from None
         except QueueFull as exc:
-            raise HttpError(
-                503, f"the server is at capacity ({exc}); retry shortly", [(b"retry-after", b"1")]
-            ) from None
+            raise HttpError(503, f"the server is at capacity ({exc}); retry shortly", [(b"retry-after", b"1")]) \
+                from None  # fmt: skip
         except TimeoutError:
+            ctx["ran"] = True
             raise HttpError(504, f"no answer within {self.cfg.timeout_ms:g} ms (serve.timeout_ms)") from None
-        except (ValueError, TypeError) as exc:
-            raise HttpError(400, f"the model rejected this input: {exc}") from None
+        except Exception:
+            ctx["ran"] = True  # the version ran and failed: its 5xx
+            logger.exception("the model %s v%s failed on request %s", runtime.name, runtime.version, ctx["request_id"])
+            raise HttpError(500, f"the model failed on this request (request id {ctx['request_id']}); the server "
+                                 "log has the details") from None  # fmt: skip
+        ctx["ran"] = True
+        for column, count in runtime.unseen(rows).items():
+            if count:
+                self.metrics.unseen.labels(runtime.name, runtime.version, column).inc(count)
+        return outputs
 
-    async def _body(self, receive, headers) -> bytes:
-        declared = headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > self.max_body:
-            raise HttpError(413, f"the body is {declared} bytes; the limit is {self.max_body} (serve.max_body_mb)")
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise HttpError(400, "the client went away before sending the whole body")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body:
-                raise HttpError(413, f"the body exceeds {self.max_body} bytes (serve.max_body_mb)")
-            chunks.append(chunk)
-            if not message.get("more_body"):
-                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    def _require_ready(self) -> None:
+        if not self.ready:
+            raise HttpError(503, "the model is not loaded yet; retry shortly", [(b"retry-after", b"1")])
 
-    def _authorize_inference(self, headers) -> None:
-        keys = self.settings.api_keys
-        if not keys:
-            return
-        given = headers.get("x-api-key") or _bearer(headers)
-        if not given or not any(hmac.compare_digest(given.encode(), k.encode()) for k in keys):
-            raise HttpError(401, "a valid API key is required (Authorization: Bearer KEY or X-API-Key)",
-                            [(b"www-authenticate", b"Bearer")])  # fmt: skip
+    def _model_label(self, name: str) -> str:
+        primary = self.models.primary
+        return name if primary is not None and name == primary.runtime.name else UNKNOWN_MODEL
 
-    def _authorize_admin(self, headers) -> None:
-        token = self.settings.admin_token
-        if not token:
-            raise HttpError(403, "admin endpoints are disabled; start the server with LOOPML_ADMIN_TOKEN set")
-        given = _bearer(headers)
-        if given is None or not hmac.compare_digest(given.encode(), token.encode()):
-            raise HttpError(401, "admin endpoints need Authorization: Bearer <LOOPML_ADMIN_TOKEN>",
-                            [(b"www-authenticate", b"Bearer")])  # fmt: skip
-
-    # -- metadata, health, admin -----------------------------------------------------------
+    # -- metadata, health ------------------------------------------------------------------
     async def server_metadata(self, scope, receive, headers, ctx):
-        body = {"name": "loopml", "version": __version__, "extensions": ["binary_tensor_data"]}
-        return 200, orjson.dumps(body), [(b"content-type", JSON)]
+        return json_answer({"name": "loopml", "version": __version__, "extensions": ["binary_tensor_data"]})
 
     async def live(self, scope, receive, headers, ctx):
-        return 200, orjson.dumps({"live": True}), [(b"content-type", JSON)]
+        return json_answer({"live": True})
 
     async def ready_check(self, scope, receive, headers, ctx):
         if not self.ready:
             raise HttpError(503, "the model is loading", [(b"retry-after", b"1")])
-        return 200, orjson.dumps({"ready": True}), [(b"content-type", JSON)]
+        return json_answer({"ready": True})
 
     async def version(self, scope, receive, headers, ctx):
         from importlib import metadata
 
         return 200, metadata.version("mlflow").encode(), [(b"content-type", b"text/plain")]
 
-    async def model_metadata(self, scope, receive, headers, ctx, name, version):
-        deployment = self._choose(name, version)
-        served = [d.runtime.version for d in (self.primary, self.canary) if d]
-        body = deployment.runtime.metadata(served)
-        return 200, orjson.dumps(body), [(b"content-type", JSON)]
+    async def model_metadata(self, scope, receive, headers, ctx, model_name, version=None):
+        self._require_ready()
+        deployment = self.models.choose(model_name, version)
+        return json_answer(deployment.runtime.metadata([d.runtime.version for d in self.models.served]))
 
-    async def model_ready(self, scope, receive, headers, ctx, name, version):
-        self._choose(name, version)
-        return 200, orjson.dumps({"name": name, "ready": True}), [(b"content-type", JSON)]
+    async def model_ready(self, scope, receive, headers, ctx, model_name, version=None):
+        self._require_ready()
+        self.models.choose(model_name, version)
+        return json_answer({"name": model_name, "ready": True})
 
     async def prometheus(self, scope, receive, headers, ctx):
         return 200, self.metrics.render(), [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")]
 
     async def openapi(self, scope, receive, headers, ctx):
-        from loopml.serve.openapi import spec
+        primary = self.models.primary
+        return json_answer(spec(self.router.routes, primary.runtime if primary else None,
+                                bool(self.settings.api_keys)))  # fmt: skip
 
-        name = self.primary.runtime.name if self.primary else "model"
-        features = self.primary.runtime.features if self.primary else []
-        return 200, orjson.dumps(spec(name, features)), [(b"content-type", JSON)]
-
-    async def admin_reload(self, scope, receive, headers, ctx):
-        self._authorize_admin(headers)
-        await self._body(receive, headers)
-        try:
-            result = await self.reload()
-        except Exception as exc:
-            logger.exception("reload failed")
-            raise HttpError(500, f"reload failed, the current version keeps serving: {exc}") from None
-        return 200, orjson.dumps(result), [(b"content-type", JSON)]
-
+    # -- feedback --------------------------------------------------------------------------
     async def feedback(self, scope, receive, headers, ctx):
         """Ground truth for earlier requests: {"id": ..., "label": ...} or {"feedback": [...]}, keyed by
-        the x-request-id the prediction came back with (a row number, "row", picks one row of a batch)."""
-        self._authorize_inference(headers)
-        payload = _parse(lambda raw: orjson.loads(raw), await self._body(receive, headers))
+        the x-request-id the prediction came back with ("row" picks one row of a batch; a list label
+        covers rows 0, 1, ...). Each label is checked against the version that answered the request."""
+        limit = int(min(self.cfg.max_feedback_kb * 1024, self.max_body))  # labels are small: no big parse
+        payload = _parsed(parse_json, await read_body(receive, headers, limit, "serve.max_feedback_kb"))
         items = payload.get("feedback", [payload]) if isinstance(payload, dict) else None
         if not isinstance(items, list) or not items or not all(_feedback_item(i) for i in items):
             raise HttpError(400, 'send {"id": REQUEST_ID, "label": VALUE} or {"feedback": [{"id": ..., '
                                  '"label": ...}]}; an optional "row" (an int >= 0) picks a row of a batch, and a '
                                  "list label covers rows 0, 1, ...")  # fmt: skip
-        if self.primary is None or self.settings.log_dir is None:
-            raise HttpError(
-                409, "this server keeps no inference log (run it inside a project), so feedback has no home"
-            )
-        self.primary.monitor.feedback(items)
-        return 200, orjson.dumps({"accepted": len(items)}), [(b"content-type", JSON)]
+        if self.settings.log_dir is None or not self.settings.monitor.log:
+            raise HttpError(409, "this server keeps no inference log (run it inside a project with monitor.log on), "
+                                 "so feedback has no home")  # fmt: skip
+        accepted, rejected, unknown = self.take_feedback(items)
+        if unknown and self.siblings is not None and INTERNAL not in headers:  # answered by another worker?
+            more_accepted, more_rejected, unknown = await self.siblings.feedback(unknown)
+            accepted += more_accepted
+            rejected += more_rejected
+        rejected += [f"{item['id'][:MAX_ID_LENGTH]}: no request with this id was answered here (or it is older than "
+                     "the last serve.feedback_ids requests); send older labels with `loopml feedback FILE`"
+                     for item in unknown]  # fmt: skip
+        if INTERNAL in headers:
+            return json_answer({"accepted": accepted, "rejected": rejected, "unknown": unknown})
+        if rejected:
+            status = 404 if len(unknown) == len(items) else 400
+            raise HttpError(status, f"{len(rejected)} label(s) refused, {accepted} kept: " + "; ".join(rejected[:5]))
+        return json_answer({"accepted": accepted})
+
+    def take_feedback(self, items: list[dict]) -> tuple[int, list[str], list[dict]]:
+        """Check labels against the version that answered each request; keep the good ones.
+        Returns (accepted, reasons for the refused, items for requests not answered here)."""
+        accepted, rejected, unknown = 0, [], []
+        per_deployment: dict[int, tuple[Deployment, list]] = {}
+        for item in items:
+            found = self.models.by_request(item["id"])
+            if found is None:
+                unknown.append(item)
+                continue
+            deployment, rows = found
+            labels = item["label"] if isinstance(item["label"], list) else [item["label"]]
+            first = item.get("row", 0)
+            if first + len(labels) > rows:
+                rejected.append(f"{item['id']}: {len(labels)} label(s) from row {first}, but the request had {rows} "
+                                "row(s)")  # fmt: skip
+                continue
+            rules = _label_rules(deployment)
+            try:
+                checked = [rules.check(v) for v in labels]
+            except ValueError as exc:
+                rejected.append(f"{item['id']}: {exc}")
+                continue
+            bucket = per_deployment.setdefault(id(deployment), (deployment, []))[1]
+            bucket.extend((item["id"], first + i, label) for i, label in enumerate(checked))
+            accepted += 1
+        for deployment, triples in per_deployment.values():
+            deployment.monitor.feedback(triples)
+        return accepted, rejected, unknown
+
+    # -- admin -----------------------------------------------------------------------------
+    async def admin_reload(self, scope, receive, headers, ctx):
+        await read_body(receive, headers, self.max_body)
+        try:
+            result = await self.models.reload()
+        except LoopmlError as exc:
+            raise HttpError(500, f"reload failed, the current version keeps serving: {exc}") from None
+        if self.siblings is not None and INTERNAL not in headers:
+            result["workers"] = await self.siblings.broadcast("POST", "/admin/reload", b"{}")
+        return json_answer(result)
+
+    async def traffic_state(self, scope, receive, headers, ctx):
+        canary = self.models.canary
+        return json_answer({"primary_version": self.models.primary.runtime.version if self.models.primary else None,
+                            "canary_version": canary.runtime.version if canary else None,
+                            "canary_percent": self.models.canary_percent,
+                            "started": self.metrics.started_at})  # fmt: skip
 
     async def admin_traffic(self, scope, receive, headers, ctx):
         """{"canary_percent": N} re-splits traffic; with "canary": "ALIAS" the version behind that alias
-        is loaded (replacing any earlier canary) first, and "canary": null unloads the canary."""
-        self._authorize_admin(headers)
-        payload = _parse(lambda raw: orjson.loads(raw), await self._body(receive, headers))
-        percent = payload.get("canary_percent") if isinstance(payload, dict) else None
-        if isinstance(percent, bool) or not isinstance(percent, int | float) or not 0 <= percent <= 100:
-            raise HttpError(400, 'send {"canary_percent": N} with N between 0 and 100 (and optionally '
-                                 '"canary": "ALIAS" to load a version, or null to unload it)')  # fmt: skip
+        is loaded (replacing any earlier canary) first, and "canary": null unloads it."""
+        body = await read_body(receive, headers, self.max_body)
+        payload = _parsed(parse_json, body)
+        usage = ('send {"canary_percent": N} with N between 0 and 100 (and optionally "canary": "ALIAS" to load '
+                 'a version, or null to unload it)')  # fmt: skip
+        if not isinstance(payload, dict) or set(payload) - {"canary_percent", "canary"}:
+            raise HttpError(400, usage)
+        try:
+            percent = canary_percent(payload.get("canary_percent"))
+        except ValueError:
+            raise HttpError(400, usage) from None
         alias = payload.get("canary", ...)
-        if alias is not ... and alias is not None and not (isinstance(alias, str) and re.fullmatch(r"[\w-]+", alias)):
-            raise HttpError(400, f'"canary" must be a registry alias such as "challenger", or null; got {alias!r}')
-        if percent > 0 and (alias is None or (alias is ... and self.canary is None)):  # refused before any change
-            raise HttpError(409, 'no canary is loaded; send "canary": "ALIAS" with the percent, or start the '
-                                 "server with --canary ALIAS:PERCENT")  # fmt: skip
+        if alias is not ... and alias is not None:
+            try:
+                check_alias(alias)
+            except ConfigError:
+                raise HttpError(400, f'"canary" must be a registry alias such as "challenger", or null; got '
+                                     f"{str(alias)[:60]!r}") from None  # fmt: skip
+        if percent > 0 and (alias is None or (alias is ... and self.models.canary is None)):  # refused before a change
+            raise HttpError(409, 'no canary is loaded; send "canary": "ALIAS" with the percent, or start the server '
+                                 "with --canary ALIAS:PERCENT")  # fmt: skip
         if alias is not ...:
-            await self._set_canary(alias)
-        self.canary_percent = float(percent) if self.canary else 0.0
-        self._publish_traffic()
-        served = self.canary.runtime.version if self.canary else None
-        return 200, orjson.dumps({"canary_percent": self.canary_percent, "canary_version": served}), [
-            (b"content-type", JSON)]  # fmt: skip
-
-    async def _set_canary(self, alias: str | None) -> None:
-        async with self._reload_lock:
-            old = self.canary
-            if alias is not None:
-                name = self.primary.runtime.name
-                try:
-                    new = await self._deploy(ModelSource(name, f"models:/{name}@{alias}", alias))
-                except LoopmlError as exc:
-                    raise HttpError(404, f"cannot load canary {name}@{alias}: {exc}") from None
-            else:
-                new = None
-            self.canary = new  # the caller sets the share and publishes it
-            if old is not None:  # requests queued on the old canary finish there
-                await old.close()
+            await self.models.set_canary(alias, percent)
+        else:
+            self.models.set_share(percent)
+        result = {"canary_percent": self.models.canary_percent,
+                  "canary_version": self.models.canary.runtime.version if self.models.canary else None}  # fmt: skip
+        if self.siblings is not None and INTERNAL not in headers:
+            canary = self.models.canary
+            self.siblings.save_traffic({"canary": canary.ref.alias if canary else None,
+                                        "canary_percent": self.models.canary_percent})  # fmt: skip
+            result["workers"] = await self.siblings.broadcast("POST", "/admin/traffic", body)
+        return json_answer(result)
 
 
-def create_app(settings: ServeSettings) -> ServingApp:
-    """The app factory: an ASGI app that loads its models when the server starts."""
-    return ServingApp(settings)
+def create_app(settings: ServeSettings, loader: ModelLoader | None = None, siblings=None,
+               started_at: float | None = None) -> ServingApp:  # fmt: skip
+    """The app factory: an ASGI app that loads its models when the server starts. `loader` finds
+    model versions (default: the registry, or a package folder); `siblings` are the other workers
+    of a multi-worker server, `started_at` its start."""
+    return ServingApp(settings, loader, siblings, started_at)
 
 
-def from_environment() -> ServingApp:
-    """Factory for uvicorn's worker processes: settings travel in LOOPML_SERVE_SETTINGS."""
-    from loopml.serve.server import settings_from_json
-
-    return create_app(settings_from_json(os.environ["LOOPML_SERVE_SETTINGS"]))
-
-
-def _parse(parser, *args):
+def _parsed(parser, *args):
     try:
         return parser(*args)
     except RequestError as exc:
         raise HttpError(exc.status, str(exc)) from None
-    except orjson.JSONDecodeError as exc:
-        raise HttpError(400, f"the body is not valid JSON: {exc}") from None
 
 
 def _feedback_item(item) -> bool:
-    if not isinstance(item, dict) or not isinstance(item.get("id"), str) or "label" not in item:
+    if not isinstance(item, dict) or set(item) - {"id", "label", "row"}:
         return False
-    row = item.get("row", 0)
-    label = item["label"]
+    request_id, label, row = item.get("id"), item.get("label"), item.get("row", 0)
+    if not isinstance(request_id, str) or not 0 < len(request_id) <= MAX_ID_LENGTH or "label" not in item:
+        return False
     scalar = (str, int, float, bool)
     labels = label if isinstance(label, list) and label else [label]
     good_row = isinstance(row, int) and not isinstance(row, bool) and row >= 0
     return good_row and all(isinstance(v, scalar) for v in labels)
 
 
-def _bearer(headers) -> str | None:
-    value = headers.get("authorization", "")
-    return value[7:].strip() if value.lower().startswith("bearer ") else None
+def _label_rules(deployment: Deployment) -> LabelRules:
+    predictor = deployment.runtime.predictor
+    span = predictor.meta.get("target_range")
+    return LabelRules(deployment.runtime.classes, tuple(span) if span else None,
+                      deployment.monitor.cfg.label_margin)  # fmt: skip
 
 
-async def _respond(send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
-    if not any(k == b"content-type" for k, _ in headers):
-        headers = [(b"content-type", JSON), *headers]
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-length", str(len(body)).encode()), *headers]})  # fmt: skip
-    await send({"type": "http.response.body", "body": body})
+def _infer_schema() -> dict[str, Any]:
+    tensor = {"type": "object", "required": ["name", "shape", "datatype"], "properties": {
+        "name": {"type": "string", "example": "input"},
+        "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1, "maxItems": 2},
+        "datatype": {"type": "string", "enum": list(DATATYPES)},
+        "data": {"type": "array", "items": {}},
+        "parameters": {"type": "object"}}}  # fmt: skip
+    return {"type": "object", "required": ["inputs"], "properties": {
+        "id": {"type": "string"}, "inputs": {"type": "array", "items": tensor, "minItems": 1},
+        "outputs": {"type": "array", "items": {"type": "object", "properties": {"name": {"type": "string"}}}},
+        "parameters": {"type": "object"}}}  # fmt: skip
+
+
+def _invocation_schema() -> dict[str, Any]:
+    row = {"type": "array", "items": {}}
+    return {"type": "object", "properties": {
+        "dataframe_split": {"type": "object", "properties": {"columns": {"type": "array", "items": {"type": "string"}},
+                                                             "data": {"type": "array", "items": row}}},
+        "dataframe_records": {"type": "array", "items": {"type": "object"}},
+        "instances": {"type": "array", "items": {}}, "inputs": {}}}  # fmt: skip

@@ -1,15 +1,20 @@
-"""Dynamic batching, Triton-style: requests queue; a batch leaves when `max_batch_size` rows
-are queued or `max_delay` has passed since the *first* queued request, whichever is first.
+"""Dynamic batching that never idles: when the model is free, the first queued request leaves at once;
+requests that arrive while it computes queue up and leave together (up to `max_batch_size` rows)
+as soon as it is free. If the model is still busy `max_delay` after a forming batch's first
+request, that batch runs on a second model thread beside it.
 
-The model runs in one worker thread, off the event loop, so the loop keeps accepting and
-queueing while a batch computes — which is what makes the next batch bigger under load.
+The model runs in worker threads, off the event loop, so the loop keeps accepting and queueing
+while a batch computes: that is what makes the next batch bigger under load. A request larger
+than `max_batch_size` is split into batch-sized chunks (at most two of them queued at once, so
+other requests interleave and the queue stays bounded) and its answers are reassembled in order.
 A failing batch is retried request by request, so one bad request never fails its batch-mates.
-The queue is bounded in rows: past `max_queue` a request is refused at once (503).
+Past `max_queue` queued rows a new request is refused at once (503).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -19,15 +24,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from loopml.serve.rows import Rows, join, length, part
+
 logger = logging.getLogger(__name__)
+SLOTS = 2  # model threads: the second one only runs a batch that waited max_delay for the first
+PIPELINE = 2  # chunks of one large request queued at once
 
 
 class QueueFull(Exception):
     """More rows are queued than `max_queue` allows."""
-
-
-class BatchTooLarge(Exception):
-    """One request carries more rows than `max_batch_size`."""
 
 
 def _expire(future: asyncio.Future) -> None:
@@ -37,57 +42,85 @@ def _expire(future: asyncio.Future) -> None:
 
 @dataclass
 class _Item:
-    rows: np.ndarray
+    rows: Rows
     future: asyncio.Future
+    n: int
+    counted: bool  # counts toward max_queue (a request, or the first chunk of a large one)
     enqueued: float = field(default_factory=time.perf_counter)
 
 
 class Batcher:
-    def __init__(self, predict: Callable[[np.ndarray], dict[str, np.ndarray]], max_batch_size: int,
-                 max_delay_s: float, max_queue: int,
-                 on_batch: Callable[[int, int], None] | None = None) -> None:  # fmt: skip
+    def __init__(self, predict: Callable[[Rows], dict[str, np.ndarray]], max_batch_size: int, max_delay_s: float,
+                 max_queue: int, on_batch: Callable[[int, int], None] | None = None,
+                 on_wait: Callable[[float], None] | None = None) -> None:  # fmt: skip
         self.predict = predict
         self.max_batch_size = max_batch_size
         self.max_delay_s = max_delay_s
         self.max_queue = max_queue
         self.on_batch = on_batch  # (batch rows, queue depth after taking it) for metrics
+        self.on_wait = on_wait  # seconds a request waited in the queue
         self.pending: deque[_Item] = deque()
         self.queued_rows = 0
+        self.counted_rows = 0  # queued rows of requests (not of the later chunks of a large one)
         self.inflight = 0  # requests submitted and not yet answered
-        self._wakeup: asyncio.Event | None = None
-        self._full: asyncio.Event | None = None
+        self.busy = 0  # model threads computing now
+        self._signal: asyncio.Event | None = None
         self._worker: asyncio.Task | None = None
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+        self._running: set[asyncio.Task] = set()
+        self._pool = ThreadPoolExecutor(max_workers=SLOTS, thread_name_prefix="model")
 
     def start(self) -> None:
-        self._wakeup, self._full = asyncio.Event(), asyncio.Event()
+        self._signal = asyncio.Event()
         self._worker = asyncio.get_running_loop().create_task(self._run())
 
-    async def submit(self, rows: np.ndarray, timeout_s: float | None = None) -> dict[str, np.ndarray]:
-        """Queue `rows`; the model's outputs for them. Raises QueueFull, BatchTooLarge,
-        TimeoutError (no answer within `timeout_s`) or whatever the model raised for them."""
-        n = len(rows)
-        if n > self.max_batch_size:
-            raise BatchTooLarge(f"{n} rows in one request; this server takes at most {self.max_batch_size} "
-                                "(serve.max_batch_size): split the request")  # fmt: skip
-        if self.queued_rows + n > self.max_queue:
-            raise QueueFull(f"{self.queued_rows} rows already queued (serve.max_queue {self.max_queue})")
-        loop = asyncio.get_running_loop()
-        item = _Item(rows, loop.create_future())
-        # A timer, not asyncio.wait_for: no extra task per request on the hot path.
-        timer = loop.call_later(timeout_s, _expire, item.future) if timeout_s else None
-        self.pending.append(item)
-        self.queued_rows += n
+    async def submit(self, rows: Rows, timeout_s: float | None = None) -> dict[str, np.ndarray]:
+        """The model's outputs for `rows`, any number of them. Raises QueueFull, TimeoutError (no
+        answer within `timeout_s`) or whatever the model raised for them."""
+        n = length(rows)
+        deadline = time.perf_counter() + timeout_s if timeout_s else None
         self.inflight += 1
-        self._wakeup.set()
-        if self.queued_rows >= self.max_batch_size:
-            self._full.set()
         try:
-            return await item.future
+            if n <= self.max_batch_size:
+                return await self._await(self._enqueue(rows, n, admit=True, deadline=deadline))
+            return await self._chunked(rows, n, deadline)
         finally:
             self.inflight -= 1
-            if timer:
-                timer.cancel()
+
+    async def _chunked(self, rows: Rows, n: int, deadline: float | None) -> dict[str, np.ndarray]:
+        starts = list(range(0, n, self.max_batch_size))
+        queued: deque[_Item] = deque()
+        results: list[dict[str, np.ndarray]] = []
+        try:
+            for index, start in enumerate(starts):
+                chunk = part(rows, start, start + self.max_batch_size)
+                queued.append(self._enqueue(chunk, length(chunk), admit=index == 0, deadline=deadline))
+                if len(queued) >= PIPELINE:
+                    results.append(await self._await(queued.popleft()))
+            while queued:
+                results.append(await self._await(queued.popleft()))
+        finally:
+            for item in queued:  # a chunk failed or timed out: the rest is not computed
+                if not item.future.done():
+                    item.future.cancel()
+        return {name: np.concatenate([r[name] for r in results]) for name in results[0]}
+
+    def _enqueue(self, rows: Rows, n: int, admit: bool, deadline: float | None) -> _Item:
+        if admit and self.counted_rows + n > self.max_queue:
+            raise QueueFull(f"{self.counted_rows} rows already queued (serve.max_queue {self.max_queue})")
+        loop = asyncio.get_running_loop()
+        item = _Item(rows, loop.create_future(), n, admit)
+        self.counted_rows += n if admit else 0
+        if deadline is not None:  # a timer, not asyncio.wait_for: no extra task per request on the hot path
+            timer = loop.call_later(max(0.0, deadline - time.perf_counter()), _expire, item.future)
+            item.future.add_done_callback(lambda _: timer.cancel())
+        self.pending.append(item)
+        self.queued_rows += n
+        self._signal.set()
+        return item
+
+    @staticmethod
+    async def _await(item: _Item) -> dict[str, np.ndarray]:
+        return await item.future
 
     async def drain(self, timeout: float = 30.0) -> None:
         """Wait until every submitted request is answered (for graceful reloads and shutdown)."""
@@ -102,64 +135,73 @@ class Batcher:
         self._pool.shutdown(wait=False)
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
-            await self._wakeup.wait()
-            # Wait for a full batch, or until the first queued request has waited max_delay.
-            while self.queued_rows < self.max_batch_size and self.pending:
-                remaining = self.pending[0].enqueued + self.max_delay_s - time.perf_counter()
-                if remaining <= 0:
-                    break
-                self._full.clear()
-                try:
-                    await asyncio.wait_for(self._full.wait(), remaining)
-                except asyncio.TimeoutError:
-                    break
-            batch = self._take()
-            if not self.pending:
-                self._wakeup.clear()
-            if not batch:
+            if not self.pending or self.busy >= SLOTS:
+                self._signal.clear()
+                await self._signal.wait()
                 continue
-            if self.on_batch:
-                self.on_batch(sum(len(i.rows) for i in batch), self.queued_rows)
-            try:
-                results = await loop.run_in_executor(self._pool, self._compute, batch)
-            except Exception as exc:  # the worker must survive anything
-                logger.exception("batch failed outside the model")
-                results = [exc] * len(batch)
-            for item, result in zip(batch, results, strict=True):
-                if item.future.done():  # the caller timed out or went away
-                    continue
-                if isinstance(result, BaseException):
-                    item.future.set_exception(result)
-                else:
-                    item.future.set_result(result)
+            if self.busy and self.queued_rows < self.max_batch_size:
+                # the model is busy: the batch forms until it is free, full, or has waited max_delay
+                remaining = self.pending[0].enqueued + self.max_delay_s - time.perf_counter()
+                if remaining > 0:
+                    self._signal.clear()
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(self._signal.wait(), remaining)
+                    if self.busy and time.perf_counter() < self.pending[0].enqueued + self.max_delay_s \
+                            and self.queued_rows < self.max_batch_size:  # fmt: skip
+                        continue  # woken by a new request: keep forming
+            batch = self._take()
+            if batch:
+                self.busy += 1
+                task = asyncio.get_running_loop().create_task(self._compute_batch(batch))
+                self._running.add(task)
+                task.add_done_callback(self._running.discard)
 
     def _take(self) -> list[_Item]:
-        batch, rows = [], 0
-        while self.pending and rows + len(self.pending[0].rows) <= self.max_batch_size:
+        batch, rows, now = [], 0, time.perf_counter()
+        while self.pending and (not batch or rows + self.pending[0].n <= self.max_batch_size):
             item = self.pending.popleft()
-            rows += len(item.rows)
-            self.queued_rows -= len(item.rows)
-            if item.future.done():  # timed out while queued: do not spend the model on it
+            self.queued_rows -= item.n
+            self.counted_rows -= item.n if item.counted else 0
+            if item.future.done():  # timed out or cancelled while queued: do not spend the model on it
                 continue
             batch.append(item)
+            rows += item.n
+            if self.on_wait:
+                self.on_wait(now - item.enqueued)
+        if batch and self.on_batch:
+            self.on_batch(rows, self.queued_rows)
         return batch
 
-    def _compute(self, batch: list[_Item]) -> list:
-        """Run in the model thread: one call for the batch, then split the outputs per request."""
+    async def _compute_batch(self, batch: list[_Item]) -> None:
         try:
-            matrix = batch[0].rows if len(batch) == 1 else np.concatenate([i.rows for i in batch])
-            outputs = self.predict(matrix)
+            results = await asyncio.get_running_loop().run_in_executor(self._pool, self._compute, batch)
+        except Exception as exc:  # the worker must survive anything
+            logger.exception("batch failed outside the model")
+            results = [exc] * len(batch)
+        finally:
+            self.busy -= 1
+            self._signal.set()
+        for item, result in zip(batch, results, strict=True):
+            if item.future.done():  # the caller timed out or went away
+                continue
+            if isinstance(result, BaseException):
+                item.future.set_exception(result)
+            else:
+                item.future.set_result(result)
+
+    def _compute(self, batch: list[_Item]) -> list:
+        """Run in a model thread: one call for the batch, then split the outputs per request."""
+        try:
+            outputs = self.predict(join([i.rows for i in batch]))
         except Exception as exc:
             if len(batch) == 1:
                 return [exc]
             return [self._single(item) for item in batch]  # isolate the request that broke it
         results, start = [], 0
         for item in batch:
-            end = start + len(item.rows)
-            results.append({name: values[start:end] for name, values in outputs.items()})
-            start = end
+            results.append({name: values[start : start + item.n] for name, values in outputs.items()})
+            start += item.n
         return results
 
     def _single(self, item: _Item):

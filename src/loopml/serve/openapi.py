@@ -1,134 +1,58 @@
-"""The server's OpenAPI description (served at /openapi.json, fuzzed by the tests)."""
+"""The server's OpenAPI document, generated from its route table (served at /openapi.json, fuzzed
+by the tests), so a route cannot exist without being described."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from loopml import __version__
+from loopml.serve.http import ADMIN, KEY, PUBLIC, Route
 
-ERROR = {"description": "the caller's mistake", "content": {"application/json": {"schema": {
+ERROR = {"description": "an error, as {\"error\": message}", "content": {"application/json": {"schema": {
     "type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}}}}  # fmt: skip
+REASONS = {200: "ok", 400: "the caller's mistake", 401: "a key or token is missing or wrong",
+           403: "admin endpoints are off", 404: "no such model, version or request", 405: "wrong method",
+           409: "not possible in this state", 413: "the body is too large", 415: "unsupported content type",
+           500: "our failure (the request id is in the message)", 503: "not ready or at capacity",
+           504: "no answer in time"}  # fmt: skip
 
 
-def spec(model: str, features: list[str]) -> dict[str, Any]:
-    tensor = {
-        "type": "object",
-        "required": ["name", "shape", "datatype"],
-        "properties": {
-            "name": {"type": "string", "example": "input"},
-            "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}, "example": [1, len(features)]},
-            "datatype": {"type": "string", "enum": ["FP64", "FP32", "INT64", "INT32", "FP16", "BOOL"]},
-            "data": {"type": "array", "items": {"type": "number"}},
-            "parameters": {"type": "object"},
-        },
-    }
-    infer_request = {
-        "type": "object",
-        "required": ["inputs"],
-        "properties": {
-            "id": {"type": "string"},
-            "inputs": {"type": "array", "items": tensor, "minItems": 1},
-            "outputs": {"type": "array", "items": {"type": "object", "properties": {"name": {"type": "string"}}}},
-            "parameters": {"type": "object"},
-        },
-    }
-    row = {"type": "array", "items": {"type": "number"}}
-    invocation = {
-        "type": "object",
-        "properties": {
-            "dataframe_split": {"type": "object", "properties": {
-                "columns": {"type": "array", "items": {"type": "string", "enum": features or ["x"]}},
-                "data": {"type": "array", "items": row}}},
-            "dataframe_records": {"type": "array", "items": {"type": "object"}},
-            "instances": {"type": "array", "items": row},
-            "inputs": {"type": "array", "items": row},
-        },
-    }  # fmt: skip
-    ok = {"description": "ok"}
-    responses = {"200": ok, "400": ERROR, "404": ERROR, "413": ERROR, "415": ERROR, "503": ERROR, "504": ERROR}
-    admin = {"200": ok, "400": ERROR, "401": ERROR, "403": ERROR, "409": ERROR}
-    model_path = {"name": "model_name", "in": "path", "required": True, "schema": {"type": "string", "example": model}}
-    version_path = {"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}
-
-    def infer(params):
-        return {"post": {"summary": "Open Inference Protocol infer", "parameters": params,
-                         "requestBody": {"required": True, "content": {"application/json": {"schema": infer_request}}},
-                         "responses": responses}}  # fmt: skip
-
-    def get(summary, params=()):
-        return {
-            "get": {
-                "summary": summary,
-                "parameters": list(params),
-                "responses": {"200": ok, "404": ERROR, "503": ERROR},
-            }
-        }
-
-    return {
+def spec(routes: list[Route], runtime=None, keys_required: bool = False) -> dict[str, Any]:
+    name = runtime.name if runtime is not None else "model"
+    paths: dict[str, dict[str, Any]] = {}
+    for route in routes:
+        operation: dict[str, Any] = {"summary": route.summary, "operationId": _operation_id(route),
+                                     "responses": {str(code): (ERROR if code >= 400 else {"description": REASONS[code]})
+                                                   for code in route.answers}}  # fmt: skip
+        parameters = [{"name": p, "in": "path", "required": True,
+                       "schema": {"type": "string", "example": name if p == "model_name" else "1"}}
+                      for p in route.parameters]  # fmt: skip
+        if parameters:
+            operation["parameters"] = parameters
+        if route.body:
+            operation["requestBody"] = {"required": True, "content": {k: {"schema": v} for k, v in route.body.items()}}
+        if route.access == ADMIN:
+            operation["security"] = [{"bearer": []}]
+        elif route.access == KEY:
+            operation["security"] = (
+                [{"bearer": []}, {"apiKey": []}] if keys_required else [{}, {"bearer": []}, {"apiKey": []}]
+            )
+        elif route.access == PUBLIC:
+            operation["security"] = []
+        paths.setdefault(route.path, {})[route.method.lower()] = operation
+    document: dict[str, Any] = {
         "openapi": "3.0.3",
-        "info": {"title": f"loopml serving {model}", "version": __version__},
-        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
-        "paths": {
-            "/v2": get("server metadata"),
-            "/v2/health/live": get("liveness"),
-            "/v2/health/ready": get("readiness: the model is loaded and warmed"),
-            "/v2/models/{model_name}": get("model metadata", [model_path]),
-            "/v2/models/{model_name}/ready": get("model readiness", [model_path]),
-            "/v2/models/{model_name}/versions/{version}": get("model version metadata", [model_path, version_path]),
-            "/v2/models/{model_name}/infer": infer([model_path]),
-            "/v2/models/{model_name}/versions/{version}/infer": infer([model_path, version_path]),
-            "/invocations": {
-                "post": {
-                    "summary": "MLflow scoring protocol",
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {"schema": invocation},
-                            "text/csv": {"schema": {"type": "string"}},
-                        },
-                    },
-                    "responses": responses,
-                }
-            },  # fmt: skip
-            "/ping": get("MLflow health"),
-            "/health": get("MLflow health"),
-            "/version": get("MLflow version"),
-            "/metrics": get("Prometheus metrics"),
-            "/feedback": {
-                "post": {
-                    "summary": "ground-truth labels for earlier requests",
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {"type": "object", "properties": {"id": {"type": "string"}, "label": {}}}
-                            }
-                        },
-                    },
-                    "responses": {"200": ok, "400": ERROR, "409": ERROR},
-                }
-            },
-            "/admin/reload": {
-                "post": {
-                    "summary": "load the alias's current version",
-                    "security": [{"bearer": []}],
-                    "responses": admin,
-                }
-            },  # fmt: skip
-            "/admin/traffic": {
-                "post": {
-                    "summary": "set the canary share",
-                    "security": [{"bearer": []}],
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {"type": "object", "properties": {"canary_percent": {"type": "number"}}}
-                            }
-                        },
-                    },
-                    "responses": admin,
-                }
-            },  # fmt: skip
-        },
-    }
+        "info": {"title": f"loopml serving {name}", "version": __version__,
+                 "description": "Open Inference Protocol (KServe V2) and MLflow scoring. With LOOPML_API_KEYS set, "
+                                "every route but the health checks needs a key; admin routes need the admin token."},
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},
+                                           "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}}},
+        "paths": paths,
+    }  # fmt: skip
+    if runtime is not None:
+        document["info"]["x-inputs"] = [{"name": i.name, "kind": i.kind} for i in runtime.inputs]
+    return document
+
+
+def _operation_id(route: Route) -> str:
+    return (route.method.lower() + route.path.replace("/", "_").replace("{", "").replace("}", "")).rstrip("_")

@@ -1,102 +1,119 @@
-"""A model version loaded for serving: the packaged Predictor plus what the protocols need.
+"""A model version loaded for serving: the packaged Predictor plus what the protocols need, and the
+loader seam that finds it (the registry by default; a test hands in its own).
 
-Every request is reduced to one canonical form — a float64 matrix with the model's features
-in training order — so the batcher can stack requests from any protocol, and predictions
-equal offline `Predictor.predict` on the same rows (columns are restored to their training
-dtypes before the model sees them).
+Requests arrive as `Rows` (a float64 matrix for all-numeric models, a `Table` of raw columns
+otherwise) and predictions equal offline `Predictor.predict` on the same rows.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
-import pandas as pd
 
-from loopml.errors import ModelError
+from loopml.errors import ModelInputError
+from loopml.serve.protocols import input_datatype, v2_datatype
+from loopml.serve.rows import Rows, Table
+from loopml.uri import ModelRef
+from loopml_runtime import InputError, Predictor
 
 logger = logging.getLogger(__name__)
 
-V2_DTYPES = {np.dtype("bool"): "BOOL", np.dtype("int8"): "INT8", np.dtype("int16"): "INT16",
-             np.dtype("int32"): "INT32", np.dtype("int64"): "INT64", np.dtype("uint8"): "UINT8",
-             np.dtype("uint16"): "UINT16", np.dtype("uint32"): "UINT32", np.dtype("uint64"): "UINT64",
-             np.dtype("float16"): "FP16", np.dtype("float32"): "FP32", np.dtype("float64"): "FP64"}  # fmt: skip
-
-
-@dataclass
-class ModelSource:
-    """Where a served model comes from: a registry alias (re-resolved on reload) or a fixed URI/path."""
-
-    name: str
-    uri: str  # models:/name@alias, models:/name/3, or a package folder
-    alias: str | None = None
-
 
 class ModelRuntime:
-    def __init__(self, predictor, name: str, version: str, source: str):
+    def __init__(self, predictor: Predictor, name: str, version: str, source: str):
         self.predictor = predictor
         self.name = name
         self.version = version
         self.source = source
+        self.inputs = predictor.inputs
         self.features: list[str] = predictor.features
-        self.n_features = len(self.features)
+        self.numeric = predictor.numeric
         self.task = predictor.task
         self.classes = predictor.classes
-        dtypes = predictor.meta.get("feature_dtypes") or {}
-        self.feature_dtypes = {c: np.dtype(dtypes.get(c, "float64")) for c in self.features}
-        self.needs_cast = any(t != np.float64 for t in self.feature_dtypes.values())
-        kinds = {t.kind for t in self.feature_dtypes.values()}
-        dtypes = set(self.feature_dtypes.values())
-        self.input_datatype = (
-            "INT64" if kinds and kinds <= {"i", "u"} else "FP32" if dtypes == {np.dtype("float32")} else "FP64"
-        )
-        sample = self.predict(np.zeros((1, self.n_features)))
-        self.output_dtypes = {k: v.dtype for k, v in sample.items()}
+        self.accepts_missing = predictor.accepts_missing
+        self.profile = self._reference_profile()
+        # categories seen in training, per text input: other values are answered and counted
+        self.known = {c: {str(v) for v in self.profile.columns[c].categories}
+                      for c in self.features if self.profile and c in self.profile.columns
+                      and self.profile.columns[c].kind == "categorical" and self._kind(c) == "string"}  # fmt: skip
+        self.output_dtypes = {k: v.dtype for k, v in self.predict(self.sample(1)).items()}
         self.load_seconds = 0.0
 
-    @classmethod
-    def load(cls, source: ModelSource, version: str, device: str | None = None) -> ModelRuntime:
-        from loopml.train.package import Predictor
-
-        started = time.perf_counter()
-        if Path(source.uri).is_dir():
-            predictor = Predictor(source.uri, device=device or _best_device())
-        else:
-            from loopml import registry
-
-            # An alias may move while we load: load the version it pointed at when resolved.
-            uri = f"models:/{source.name}/{version}" if source.alias else source.uri
-            predictor = registry.load_predictor(uri)
-            if device or _best_device() != "cpu":
-                predictor = Predictor(predictor.path, device=device or _best_device())
-        runtime = cls(predictor, source.name, version, source.uri)
-        runtime.load_seconds = time.perf_counter() - started
-        return runtime
+    def _kind(self, name: str) -> str:
+        return next(i.kind for i in self.inputs if i.name == name)
 
     # -- prediction ------------------------------------------------------------------------
-    def predict(self, matrix: np.ndarray) -> dict[str, np.ndarray]:
+    def predict(self, rows: Rows) -> dict[str, np.ndarray]:
         """Outputs for a batch: `predict` (labels or values) and, for classifiers, `probabilities`."""
-        if self.needs_cast:  # integer or float32 features: give the model its training dtypes
-            frame = pd.DataFrame(matrix, columns=self.features).astype(self.feature_dtypes)
-            outputs = {"predict": _plain_array(self.predictor.predict(frame))}
-            proba = self.predictor.predict_proba(frame) if self.task == "classification" else None
-        else:
-            labels, proba = self.predictor.infer_matrix(matrix)
-            outputs = {"predict": _plain_array(labels)}
+        try:
+            if isinstance(rows, Table):
+                labels, proba = self.predictor.infer(rows.frame())
+            else:
+                labels, proba = self.predictor.infer_matrix(rows)
+        except InputError as exc:
+            raise ModelInputError(str(exc)) from None
+        outputs = {"predict": _plain_array(labels)}
         if proba is not None:
             outputs["probabilities"] = np.asarray(proba, dtype=np.float32)
         return outputs
 
+    def check(self, rows: Rows, nan_policy: str) -> None:
+        """Shape and value checks shared by every protocol; ModelInputError for the caller."""
+        if len(rows) == 0:
+            raise ModelInputError("the request has no rows")
+        if isinstance(rows, np.ndarray):
+            if rows.ndim != 2 or rows.shape[1] != len(self.features):
+                raise ModelInputError(f"expected shape [rows, {len(self.features)}] (one column per input); got "
+                                      f"{list(rows.shape)}")  # fmt: skip
+            numbers = [(None, rows)]
+        else:
+            numbers = [(name, values) for name, values in rows.columns.items() if values.dtype == np.float64]
+        if nan_policy != "reject":
+            return
+        for name, values in numbers:
+            bad = np.isinf(values) if self.accepts_missing else ~np.isfinite(values)
+            if bad.any():
+                where = np.argwhere(bad)[0]
+                row, column = (where[0], where[1]) if name is None else (where[0], name)
+                label = self.features[column] if name is None else column
+                what = "infinity" if self.accepts_missing else "NaN (missing) and infinity"
+                raise ModelInputError(f"row {row}, input {label!r} is {values[tuple(where)]}; {what} cannot be taken "
+                                      "by this model (serve.nan_policy: reject)")  # fmt: skip
+
+    def unseen(self, rows: Rows) -> Counter:
+        """Values of text inputs this model never saw in training, per input (answered, and counted)."""
+        found: Counter = Counter()
+        if isinstance(rows, Table):
+            for name, known in self.known.items():
+                values = rows.columns[name]
+                found[name] = sum(1 for v in values if v is not None and v not in known)
+        return found
+
+    def sample(self, n: int) -> Rows:
+        """n harmless rows (zeros, an empty text, a date) to warm the model up with."""
+        if self.numeric:
+            return np.zeros((n, len(self.features)))
+        columns: dict[str, np.ndarray] = {}
+        for spec in self.inputs:
+            if spec.kind in ("number", "bool"):
+                columns[spec.name] = np.zeros(n)
+            elif spec.kind == "datetime":
+                columns[spec.name] = np.asarray(["2000-01-01"] * n, dtype=object)
+            else:
+                columns[spec.name] = np.asarray([""] * n, dtype=object)
+        return Table(columns, n)
+
     def warm_up(self, batch_size: int) -> None:
         """Run the model once per batch shape it will see most, before reporting ready."""
         for rows in sorted({1, batch_size}):
-            self.predict(np.zeros((rows, self.n_features)))
+            self.predict(self.sample(rows))
 
-    def reference_profile(self):
+    def _reference_profile(self):
         """The training data's profile shipped in the package, or None for packages without one."""
         import json
 
@@ -114,35 +131,61 @@ class ModelRuntime:
         return specs
 
     def metadata(self, versions: list[str]) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "versions": versions,
-            "platform": f"loopml_{self.predictor.kind}",
-            "inputs": [
-                {
-                    "name": "input",
-                    "datatype": self.input_datatype,
-                    "shape": [-1, self.n_features],
-                    "parameters": {"feature_names": self.features},
-                }
-            ],  # fmt: skip
-            "outputs": self.output_specs(),
-        }
+        per_input = [{"name": i.name, "datatype": input_datatype(i), "shape": [-1],
+                      "parameters": {"kind": i.kind, "role": i.role or i.kind}} for i in self.inputs]  # fmt: skip
+        if self.numeric:  # one [rows, inputs] tensor, or one tensor per input
+            kinds = {input_datatype(i) for i in self.inputs}
+            inputs = [{"name": "input", "datatype": kinds.pop() if len(kinds) == 1 else "FP64",
+                       "shape": [-1, len(self.features)], "parameters": {"feature_names": self.features}}]  # fmt: skip
+        else:
+            inputs = per_input
+        return {"name": self.name, "versions": versions, "platform": f"loopml_{self.predictor.kind}",
+                "inputs": inputs, "outputs": self.output_specs(),
+                "parameters": {"columns": per_input, "accepts_missing": self.accepts_missing}}  # fmt: skip
 
 
-def resolve_version(source: ModelSource, tracking_uri: str | None) -> str:
-    """The registry version a source points at now (a package folder is "local")."""
-    if not source.uri.startswith("models:/"):
-        return "local"
-    from loopml import registry
+class ModelLoader(Protocol):
+    """Finds and loads model versions for the server (the seam tests replace)."""
 
-    return registry.resolve_version(source.uri, tracking_uri)
+    def resolve(self, ref: ModelRef) -> str:
+        """The version `ref` points at now ("local" for a package folder)."""
+
+    def load(self, ref: ModelRef, version: str) -> ModelRuntime:
+        """The runtime of that version, loaded and ready to warm up."""
 
 
-def v2_datatype(dtype: np.dtype) -> str:
-    if dtype.kind in ("U", "S", "O"):
-        return "BYTES"
-    return V2_DTYPES.get(np.dtype(dtype), "FP64")
+class RegistryLoader:
+    """The default loader: package folders from disk, everything else from the MLflow registry."""
+
+    def __init__(self, tracking_uri: str | None):
+        self.tracking_uri = tracking_uri
+
+    def _registry(self, ref: ModelRef):
+        import os
+
+        from loopml.registry import Registry
+
+        uri = self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+        if not uri:
+            from loopml.errors import ConfigError
+
+            raise ConfigError(f"{ref.uri} lives in a registry, but no tracking store is set: run inside the project, "
+                              "or set MLFLOW_TRACKING_URI")  # fmt: skip
+        return Registry(uri, ref.name)
+
+    def resolve(self, ref: ModelRef) -> str:
+        return "local" if not ref.in_registry else self._registry(ref).resolve(ref)
+
+    def load(self, ref: ModelRef, version: str) -> ModelRuntime:
+        started = time.perf_counter()
+        device = _best_device()
+        if ref.in_registry:
+            predictor = self._registry(ref).load(version, device=device)
+        else:
+            predictor = Predictor(ref.path, device=device)
+        runtime = ModelRuntime(predictor, ref.name, version, ref.uri)
+        runtime.load_seconds = time.perf_counter() - started
+        return runtime
 
 
 def _plain_array(values) -> np.ndarray:
@@ -158,17 +201,3 @@ def _best_device() -> str:
     except ImportError:
         return "cpu"
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def check_matrix(matrix: np.ndarray, n_features: int, nan_policy: str) -> None:
-    """Shape and value checks shared by every protocol; raise ModelError for the caller."""
-    if matrix.ndim != 2 or matrix.shape[1] != n_features:
-        raise ModelError(f"expected shape [rows, {n_features}] (one column per feature); got {list(matrix.shape)}")
-    if matrix.shape[0] == 0:
-        raise ModelError("the request has no rows")
-    if nan_policy == "reject" and not np.isfinite(matrix).all():
-        row, column = np.argwhere(~np.isfinite(matrix))[0]
-        raise ModelError(
-            f"row {row}, feature {column} is {matrix[row, column]}; NaN and infinity are rejected "
-            "(serve.nan_policy: reject)"
-        )

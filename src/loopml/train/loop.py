@@ -76,7 +76,7 @@ def fit(model, X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarray, y_va
     start_epoch, best_loss, best_epoch, bad_epochs = 0, math.inf, -1, 0
     best_state, history, resumed_from = None, [], None
     if settings.resume and settings.checkpoint and settings.checkpoint.is_file():
-        state = torch.load(settings.checkpoint, map_location=device, weights_only=False)
+        state = load_checkpoint(settings.checkpoint, device)
         if state["fingerprint"] != settings.fingerprint:
             raise ModelError(
                 f"{settings.checkpoint} was written for other settings or data; run without --resume to start over"
@@ -185,11 +185,33 @@ def _evaluate(model, forward_loss, xv, yv, classification: bool) -> dict[str, fl
     return metrics
 
 
-def _save_checkpoint(path: Path, state: dict) -> None:
-    """Write atomically: a kill during the write leaves the previous checkpoint intact."""
+def load_checkpoint(path: Path, device) -> dict:
+    """A checkpoint's state, loaded as data only (`weights_only`: a crafted file cannot run code);
+    a damaged one is a ModelError that says how to start over."""
     import torch
+
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError... for a bad file
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise ModelError(f"{path}: the checkpoint is damaged or not a loopml checkpoint ({reason}); delete it, or "
+                         "run without --resume to start the training over") from None  # fmt: skip
+    if not isinstance(state, dict) or "fingerprint" not in state:
+        raise ModelError(f"{path}: not a loopml checkpoint; delete it, or run without --resume")
+    return state
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    """Write atomically: a kill (or a full disk) during the write leaves the previous checkpoint intact."""
+    import torch
+
+    from loopml.fileio import disk_error
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise disk_error(path, exc) from None

@@ -1,4 +1,4 @@
-"""The train stage: data → fitted model package, tracked in MLflow with its lineage."""
+"""The train stage: data -> fitted model package (preprocessing inside), tracked in MLflow with its lineage."""
 
 from __future__ import annotations
 
@@ -10,17 +10,20 @@ from typing import Any
 
 import numpy as np
 
-from loopml.data.dataset import Dataset, data_digest, load_dataset, to_matrix
+from loopml.contracts import Tag, TrainResult, plain
+from loopml.data.dataset import Dataset, data_digest, load_dataset
 from loopml.errors import ModelError
+from loopml.fileio import write_text_atomic
 from loopml.lineage import environment, git_commit, requirements
 from loopml.project import Project
 
 logger = logging.getLogger(__name__)
 
 
-def train(project: Project, resume: bool = False, show_progress: bool = True) -> dict[str, Any]:
-    """Fit the configured model, package it in `outputs/model`, log the run; return the result."""
-    from loopml import registry
+def train(project: Project, resume: bool = False, show_progress: bool = True) -> TrainResult:
+    """Fit the configured model, package it in `outputs/model`, log the run; return the result.
+    `resume` continues a killed torch training from its last checkpoint."""
+    from loopml.registry import Registry
 
     started = time.perf_counter()
     cfg = project.config
@@ -28,61 +31,60 @@ def train(project: Project, resume: bool = False, show_progress: bool = True) ->
     digest = data_digest(project)
     fingerprint = _fingerprint(cfg, digest)
     checkpoint = project.checkpoint_dir / "last.pt"
-    previous_run = _resumable_run(project, fingerprint) if resume else None
+    registry = Registry.of(project)
+    previous_run = _resumable_run(project, fingerprint, registry) if resume else None
 
-    with registry.run(project, run_id=previous_run, system_metrics=True) as run_id:
+    with registry.run(run_id=previous_run, name="train", system_metrics=True) as run_id:
         if previous_run is None:
-            registry.log_params({"task": cfg.task, "data": cfg.data.model_dump(exclude={"rules"}),
+            registry.log_params({"task": cfg.task, "data": cfg.data.model_dump(exclude={"rules", "columns"}),
                                  "model": cfg.model.model_dump(), "train": cfg.train.model_dump()})  # fmt: skip
             train_frame = data.X_train.assign(**{cfg.data.target: data.y_train.to_numpy()})
             registry.log_dataset(train_frame, cfg.data.path, digest, cfg.data.target, "training")
-        (project.state).mkdir(parents=True, exist_ok=True)
-        (project.state / "train-run.json").write_text(json.dumps({"run_id": run_id, "fingerprint": fingerprint}))
+        project.state.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(project.state / "train-run.json", json.dumps({"run_id": run_id, "fingerprint": fingerprint}))
         if cfg.model.type == "torch":
-            details, device = _train_torch(project, data, fingerprint, checkpoint, resume, show_progress)
+            details, device, uses_sklearn, extra = _train_torch(project, data, fingerprint, checkpoint, resume,
+                                                                registry, show_progress)  # fmt: skip
         else:
-            details, device = _train_sklearn(project, data)
+            details, device, uses_sklearn, extra = _train_sklearn(project, data, registry)
         env = environment(device)
-        (project.model_dir / "environment.json").write_text(json.dumps(env, indent=2) + "\n")
+        write_text_atomic(project.model_dir / "environment.json", json.dumps(env, indent=2) + "\n")
         _write_reference_profile(project, data)
         commit = git_commit(project.root)
-        registry.set_tags({"loopml.data_digest": digest, "loopml.git_commit": commit, "loopml.device": device,
-                           "loopml.variant": "base", "loopml.stage": "train"})  # fmt: skip
+        registry.set_tags({Tag.DATA_DIGEST: digest, Tag.GIT_COMMIT: commit, Tag.DEVICE: device,
+                           Tag.VARIANT: "base", Tag.STAGE: "train"})  # fmt: skip
         registry.log_params({"env." + k: v for k, v in env["packages"].items()})
-        model_uri = registry.log_model(project.model_dir, data.X_test.head(8), requirements())
+        model_uri = registry.log_model(project.model_dir, data.X_test.head(8),
+                                       requirements(cfg.model.type, uses_sklearn, extra))  # fmt: skip
 
-    result = {
-        "stage": "train",
-        "seconds": round(time.perf_counter() - started, 3),
-        "figure": details.pop("figure"),
-        "run_id": run_id,
-        "model_uri": model_uri,
-        "data_digest": digest,
-        "git_commit": commit,
-        "device": device,
-        **details,
-    }
-    project.write_result("train", result)
+    result = TrainResult(seconds=round(time.perf_counter() - started, 3), run_id=run_id, model_uri=model_uri,
+                         data_digest=digest, git_commit=commit, device=device, **details)  # fmt: skip
+    project.write_result(result)
     return result
 
 
-def _train_torch(project: Project, data: Dataset, fingerprint: str, checkpoint, resume: bool,
-                 show_progress: bool) -> tuple[dict[str, Any], str]:  # fmt: skip
+def _train_torch(project: Project, data: Dataset, fingerprint: str, checkpoint, resume: bool, registry,
+                 show_progress: bool) -> tuple[dict[str, Any], str, bool, tuple]:  # fmt: skip
     import torch
     from sklearn.model_selection import train_test_split
 
-    from loopml import registry
     from loopml.system.exporter import readings_for_mlflow
+    from loopml.train import preprocess
     from loopml.train.device import auto_batch_size, choose_device, choose_precision, seed_everything
-    from loopml.train.factory import call_factory, load_factory
+    from loopml.train.factory import call_factory, factory_path, load_factory
     from loopml.train.loop import LoopSettings, fit
-    from loopml.train.package import save_package
+    from loopml_runtime import save_package
 
     cfg = project.config
     classification = cfg.task == "classification"
-    X = to_matrix(data.X_train)
+    prep = preprocess.build(data.inputs, data.X_train, None, cfg.model.standardize)
+    if prep.transformer is not None:
+        X = np.asarray(prep.transformer.fit_transform(data.X_train), dtype=np.float32)
+    else:
+        X = data.X_train.to_numpy(dtype=np.float32, na_value=np.nan)
     if np.isnan(X).any():
-        raise ModelError("training features contain missing values; impute them in the prepare stage")
+        raise ModelError("training features contain missing values the network cannot take; set "
+                         "model.preprocess: auto (imputes them), or fill them in the data")  # fmt: skip
     if classification:
         index = {label: i for i, label in enumerate(data.classes)}
         y = data.y_train.map(index).to_numpy(dtype=np.int64)
@@ -100,8 +102,9 @@ def _train_torch(project: Project, data: Dataset, fingerprint: str, checkpoint, 
     X_fit, X_val, y_fit, y_val = train_test_split(X, y, test_size=cfg.train.val_size,
                                                   random_state=cfg.train.seed, stratify=stratify)  # fmt: skip
 
-    factory = load_factory(cfg.model.factory, project.root)
+    factory = load_factory(cfg.model.factory, project.root, cfg.model.allow_external_code)
     n_outputs = len(data.classes) if classification else 1
+    # the vectorized width: what the preprocessing makes of the raw columns
     factory_kwargs = {"n_features": X.shape[1], "n_outputs": n_outputs, **cfg.model.params}
 
     def build():
@@ -136,75 +139,103 @@ def _train_torch(project: Project, data: Dataset, fingerprint: str, checkpoint, 
     result = fit(model, X_fit, y_fit, X_val, y_val, cfg.task, settings, on_epoch=on_epoch,
                  show_progress=show_progress)  # fmt: skip
     registry.log_metrics({"samples_per_s": result.samples_per_s, "best_epoch": result.best_epoch})
+    precision = str(dtype).removeprefix("torch.") if dtype else "fp32"
     save_package(
         project.model_dir,
-        {
-            "kind": "torch", "task": cfg.task, "features": data.features, "target": cfg.data.target,
-            "feature_dtypes": {c: str(t) for c, t in data.X_train.dtypes.items()},
-            "classes": data.classes, "factory": cfg.model.factory, "factory_kwargs": factory_kwargs,
-            "feature_scale": feature_scale, "target_scale": target_scale,
-            "precision": str(dtype).removeprefix("torch.") if dtype else "fp32",
-            "trained_on": str(device),
-        },
+        {"kind": "torch", "task": cfg.task, "inputs": data.inputs, "target": cfg.data.target,
+         "classes": data.classes, "factory": cfg.model.factory, "factory_kwargs": factory_kwargs,
+         "feature_scale": feature_scale, "target_scale": target_scale, "precision": precision,
+         "trained_on": str(device), "estimator": cfg.model.factory,
+         "accepts_missing": prep.accepts_missing, "target_range": _target_range(data)},
         model=model,
-        factory_file=(project.root / cfg.model.factory.rsplit(":", 1)[0]).resolve(),
+        factory_file=factory_path(cfg.model.factory, project.root, cfg.model.allow_external_code),
+        preprocessor=prep.transformer,
         extra_files={"schema.yaml": project.schema_path},
     )  # fmt: skip
     last = result.history[-1] if result.history else {}
     figure = (f"{result.epochs_run} epochs on {device}"
               + (f", val acc {last['val_accuracy']:.3f}" if "val_accuracy" in last else
                  f", val loss {last.get('val_loss', float('nan')):.4f}"))  # fmt: skip
-    return {
-        "figure": figure,
-        "epochs_run": result.epochs_run,
-        "best_epoch": result.best_epoch,
-        "stopped_early": result.stopped_early,
-        "resumed_from_epoch": result.resumed_from,
-        "batch_size": int(batch_size),
-        "precision": str(dtype).removeprefix("torch.") if dtype else "fp32",
-        "samples_per_s": round(result.samples_per_s, 1),
-        "history": result.history,
-    }, str(device)
+    details = {"figure": figure, "estimator": cfg.model.factory, "params": cfg.model.params,
+               "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
+               "stopped_early": result.stopped_early, "resumed_from_epoch": result.resumed_from,
+               "batch_size": int(batch_size), "precision": precision,
+               "samples_per_s": round(result.samples_per_s, 1), "history": result.history}  # fmt: skip
+    return details, str(device), prep.transformer is not None, ()
 
 
-def _train_sklearn(project: Project, data: Dataset) -> tuple[dict[str, Any], str]:
-    from loopml import registry
+def _train_sklearn(project: Project, data: Dataset, registry) -> tuple[dict[str, Any], str, bool, tuple]:
+    from loopml.train import preprocess
     from loopml.train.device import seed_everything
-    from loopml.train.factory import build_estimator
-    from loopml.train.package import save_package
+    from loopml.train.factory import build_estimator, distribution_of, factory_path
+    from loopml_runtime import save_package
 
     cfg = project.config
     seed_everything(cfg.train.seed)
     estimator = build_estimator(cfg.model, project.root)
+    final = estimator
+    if cfg.model.preprocess == "auto":
+        prep = preprocess.build(data.inputs, data.X_train, estimator, cfg.model.standardize)
+        estimator = preprocess.attach(estimator, prep)
+        accepts_missing = prep.accepts_missing
+    else:
+        accepts_missing = None  # probed below
     started = time.perf_counter()
     try:
         estimator.fit(data.X_train, data.y_train)
     except Exception as exc:
-        raise ModelError(f"fitting {type(estimator).__name__} failed: {type(exc).__name__}: {exc}") from exc
+        raise ModelError(f"fitting {type(final).__name__} failed: {type(exc).__name__}: {exc}") from exc
     seconds = time.perf_counter() - started
     train_score = float(estimator.score(data.X_train, data.y_train))
     registry.log_metrics({"train_score": train_score, "fit_seconds": seconds})
+    if accepts_missing is None:
+        accepts_missing = _takes_missing(estimator, data)
+    name = cfg.model.estimator or cfg.model.factory
     save_package(
         project.model_dir,
-        {"kind": "sklearn", "task": cfg.task, "features": data.features, "target": cfg.data.target,
-         "feature_dtypes": {c: str(t) for c, t in data.X_train.dtypes.items()},
-         "classes": data.classes, "estimator": cfg.model.estimator or cfg.model.factory, "trained_on": "cpu"},
+        {"kind": "sklearn", "task": cfg.task, "inputs": data.inputs, "target": cfg.data.target,
+         "classes": data.classes, "estimator": name, "estimator_class": type(final).__name__,
+         "trained_on": "cpu", "accepts_missing": accepts_missing, "target_range": _target_range(data)},
         model=estimator,
+        factory_file=factory_path(cfg.model.factory, project.root, cfg.model.allow_external_code)
+        if cfg.model.factory else None,
         extra_files={"schema.yaml": project.schema_path},
     )  # fmt: skip
-    name = type(estimator.steps[-1][1] if hasattr(estimator, "steps") else estimator).__name__
-    return {"figure": f"{name}, train score {train_score:.3f}", "fit_seconds": round(seconds, 3)}, "cpu"
+    details = {"figure": f"{type(final).__name__}, train score {train_score:.3f}", "estimator": type(final).__name__,
+               "params": plain(final.get_params(deep=False)), "fit_seconds": round(seconds, 3)}  # fmt: skip
+    return details, "cpu", True, distribution_of(final)
+
+
+def _takes_missing(estimator, data: Dataset) -> bool:
+    """Does the fitted estimator answer a row with a missing value? (Asked once, at packaging.)"""
+    probe = data.X_train.head(1).copy()
+    column = next((i.name for i in data.inputs if i.kind == "number"), None)
+    if column is None:
+        return False
+    probe[column] = np.nan
+    try:
+        estimator.predict(probe)
+        return True
+    except Exception:
+        return False
+
+
+def _target_range(data: Dataset) -> list[float] | None:
+    """A regression target's training range: feedback labels far outside it are refused."""
+    if data.classes is not None:
+        return None
+    return [float(data.y_train.min()), float(data.y_train.max())]
 
 
 def _write_reference_profile(project: Project, data: Dataset) -> None:
     """The training inputs and the model's own predictions on them, binned once: what live
     traffic is compared with for drift. It travels inside the package, so with every version."""
     from loopml.data.profile import PREDICTION_COLUMN, Profile
-    from loopml.train.package import Predictor
+    from loopml_runtime import Predictor
 
     predictions = Predictor(project.model_dir).predict(data.X_train)
     reference = data.X_train.assign(**{PREDICTION_COLUMN: predictions})
-    (project.model_dir / "reference_profile.json").write_text(json.dumps(Profile.fit(reference).to_dict()))
+    write_text_atomic(project.model_dir / "reference_profile.json", json.dumps(Profile.fit(reference).to_dict()))
 
 
 def _check_output_shape(model, sample: np.ndarray, n_outputs: int, spec: str) -> None:
@@ -229,10 +260,15 @@ def _fingerprint(cfg, digest: str) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def _resumable_run(project: Project, fingerprint: str) -> str | None:
-    """The MLflow run a killed training left behind, if it trained the same thing."""
+def _resumable_run(project: Project, fingerprint: str, registry) -> str | None:
+    """The MLflow run a killed training left behind, if it trained the same thing (and still exists)."""
     marker = project.state / "train-run.json"
     if not marker.is_file():
         return None
-    info = json.loads(marker.read_text())
-    return info["run_id"] if info.get("fingerprint") == fingerprint else None
+    try:
+        info = json.loads(marker.read_text())
+    except ValueError:
+        return None
+    if info.get("fingerprint") != fingerprint or not registry.run_exists(info.get("run_id", "")):
+        return None
+    return info["run_id"]

@@ -1,7 +1,7 @@
 """A fake of nvidia-ml-py's `pynvml`, driven by the JSON file named in $FAKE_NVML_STATE.
 
 Only what loopml calls is implemented; the values come from recordings of a real H100
-(../shared/fixtures/gpu-h100/torch_nvml.json) or from a test's scenario. `"init_error": 12`
+(tests/fixtures/gpu-h100/torch_nvml.json) or from a test's scenario. `"init_error": 12`
 makes nvmlInit fail with that NVML error code (12 library missing, 9 driver not loaded,
 18 driver/library mismatch).
 """

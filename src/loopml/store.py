@@ -1,0 +1,83 @@
+"""Fast facts about the tracking store without importing MLflow (1-2 s): is a local SQLite store
+sound, does a run or a registered version still exist. `loopml run` asks before `dvc repro`, so a
+reset or replaced store is never mistaken for "cached and registered"."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+from loopml.errors import RegistryUnavailable
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+TIMEOUT_S = 5.0
+
+
+def check_sqlite(path: Path) -> None:
+    """Refuse an empty or foreign file where the SQLite store should be (a missing one is fine: new)."""
+    if not path.exists():
+        return
+    with path.open("rb") as handle:
+        header = handle.read(len(SQLITE_HEADER))
+    if not header:
+        raise RegistryUnavailable(
+            f"the MLflow store {path} is empty (0 bytes): it lost its data. Restore it from a backup, or delete "
+            "it to start a new, empty store (every registered version in it is then gone)"
+        )
+    if header != SQLITE_HEADER:
+        raise RegistryUnavailable(f"the MLflow store {path} is not an SQLite database; restore it from a backup, "
+                                  "or move it away to start a new store")  # fmt: skip
+
+
+def run_exists(tracking_uri: str, run_id: str) -> bool | None:
+    """Whether the store holds `run_id`; None when this cannot be told quickly (then DVC decides)."""
+    if tracking_uri.startswith("sqlite:///"):
+        return _sqlite_one(tracking_uri, "SELECT 1 FROM runs WHERE run_uuid = ? AND lifecycle_stage = 'active'",
+                           (run_id,)) is not None  # fmt: skip
+    found = _rest(tracking_uri, "runs/get", {"run_id": run_id})
+    return None if found is None else bool(found)
+
+
+def version_run(tracking_uri: str, name: str, version: str) -> str | None:
+    """The run id behind a registered version ("" when the version does not exist; None: unknown)."""
+    if tracking_uri.startswith("sqlite:///"):
+        row = _sqlite_one(tracking_uri, "SELECT run_id FROM model_versions WHERE name = ? AND version = ?",
+                          (name, int(version)))  # fmt: skip
+        return "" if row is None else (row[0] or "")
+    found = _rest(tracking_uri, "model-versions/get", {"name": name, "version": version})
+    if found is None:
+        return None
+    return found.get("model_version", {}).get("run_id", "") if found else ""
+
+
+def _sqlite_one(tracking_uri: str, query: str, args: tuple):
+    path = Path(tracking_uri.removeprefix("sqlite:///"))
+    check_sqlite(path)
+    if not path.exists():
+        return None
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=TIMEOUT_S) as db:
+            return db.execute(query, args).fetchone()
+    except sqlite3.DatabaseError as exc:
+        if "no such table" in str(exc):
+            return None
+        raise RegistryUnavailable(f"the MLflow store {path} is damaged ({exc}); restore it from a backup, or move "
+                                  "it away to start a new store") from None  # fmt: skip
+
+
+def _rest(tracking_uri: str, endpoint: str, params: dict[str, str]) -> dict | None:
+    """GET /api/2.0/mlflow/<endpoint>: the JSON, {} when not found, None when unknown (no answer)."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return None
+    url = f"{tracking_uri.rstrip('/')}/api/2.0/mlflow/{endpoint}?{urllib.parse.urlencode(params)}"
+    try:
+        with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
+            return json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        return {} if exc.code == 404 else None
+    except (urllib.error.URLError, OSError, ValueError):
+        return None

@@ -1,0 +1,187 @@
+"""`Predictor`: a loaded model package that predicts on tables (raw columns, by name) or, for
+all-numeric models, on a float matrix with the columns in training order (the serving fast path).
+
+Torch models: conform -> preprocessor (if any) -> standardize -> forward; labels by argmax and
+softmax probabilities, or the regression output unscaled. scikit-learn models: conform -> the
+fitted estimator (a pipeline carries its own preprocessing).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import json
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from loopml_runtime.errors import InputError, PackageError
+from loopml_runtime.package import META_FILE, conform, inputs_of
+
+
+class Predictor:
+    """Loads a packaged model and predicts on DataFrames (columns by name, extra columns ignored)."""
+
+    def __init__(self, path: str | Path, device: str = "cpu"):
+        self.path = Path(path)
+        meta_file = self.path / META_FILE
+        if not meta_file.is_file():
+            raise PackageError(f"{self.path}: not a loopml model package (no {META_FILE})")
+        try:
+            self.meta = json.loads(meta_file.read_text())
+        except ValueError as exc:
+            raise PackageError(f"{meta_file}: damaged ({exc}); train the model again") from None
+        self.inputs = inputs_of(self.meta)
+        self.features: list[str] = [i.name for i in self.inputs]
+        self.numeric = all(i.kind == "number" for i in self.inputs)  # the matrix path applies
+        self.classes: list | None = self.meta.get("classes")
+        self.task: str = self.meta["task"]
+        self.kind: str = self.meta["kind"]
+        # Can the model take a missing value? (Imputing pipelines and NaN-aware trees can.)
+        self.accepts_missing: bool = bool(self.meta.get("accepts_missing", False))
+        self.device = device
+        self._float_only = all(np.dtype(i.dtype or "float64") == np.float64 for i in self.inputs if i.kind == "number")
+        self._arrays_ok: bool | None = None
+        self._user_module = self._load_user_module()
+        self._preprocessor = self._load_joblib(self.meta["preprocessor"]) if self.meta.get("preprocessor") else None
+        self._model = self._load()
+
+    # -- loading ---------------------------------------------------------------------------
+    def _load_user_module(self):
+        """The user's model file, imported under the name training imported it by (pickles of
+        custom estimators refer to it)."""
+        name = self.meta.get("factory_file")
+        if not name:
+            return None
+        path = self.path / name
+        module_name = f"loopml_user_{Path(name).stem}"
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:
+            raise PackageError(f"{path}: importing the model's code failed: {type(exc).__name__}: {exc}") from exc
+        return module
+
+    def _load_joblib(self, name: str):
+        import joblib
+
+        try:
+            return joblib.load(self.path / name)
+        except Exception as exc:  # unpickling raises anything for a damaged file
+            raise PackageError(f"{self.path / name}: cannot be loaded ({type(exc).__name__}: {exc}); train the "
+                               "model again, or install the package versions it was trained with "
+                               "(environment.json)") from None  # fmt: skip
+
+    def _load(self):
+        if self.kind == "sklearn":
+            return self._load_joblib("estimator.joblib")
+        import torch
+
+        build = getattr(self._user_module, self.meta["factory"].rsplit(":", 1)[1])
+        params = inspect.signature(build).parameters
+        kwargs = self.meta["factory_kwargs"]
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            kwargs = {k: v for k, v in kwargs.items() if k in params}
+        model = build(**kwargs)
+        try:
+            state = torch.load(self.path / "weights.pt", map_location="cpu", weights_only=True)
+            model.load_state_dict(state)
+        except Exception as exc:
+            raise PackageError(f"{self.path / 'weights.pt'}: cannot be loaded ({type(exc).__name__}: {exc}); "
+                               "train the model again") from None  # fmt: skip
+        return model.to(self.device).eval()
+
+    # -- tables ----------------------------------------------------------------------------
+    def conform(self, frame: pd.DataFrame) -> pd.DataFrame:
+        return conform(frame, self.inputs)
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        return self.infer(frame, proba=False)[0]
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray | None:
+        return self.infer(frame)[1]
+
+    def infer(self, frame: pd.DataFrame, proba: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """(predictions, class probabilities or None) for a table of raw input columns."""
+        table = self.conform(frame)
+        if self.kind == "sklearn":
+            return self._sklearn(table, proba)
+        return self._torch(self._numbers(table), proba)
+
+    # -- matrices (all-numeric models) -----------------------------------------------------
+    def predict_matrix(self, x: np.ndarray) -> np.ndarray:
+        return self.infer_matrix(x, proba=False)[0]
+
+    def infer_matrix(self, x: np.ndarray, proba: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """Predictions for a float matrix with the inputs in training order: no DataFrame unless
+        the estimator needs column names or its training dtypes."""
+        if not self.numeric:
+            raise InputError("this model takes named columns (text, dates or booleans), not a number matrix")
+        x = np.asarray(x)
+        if x.ndim != 2 or x.shape[1] != len(self.inputs):
+            raise InputError(f"expected shape [rows, {len(self.inputs)}]; got {list(x.shape)}")
+        if self.kind == "torch" and self._preprocessor is None:
+            return self._torch(x, proba)
+        if self.kind == "sklearn" and self._float_only and self._takes_arrays():
+            return self._sklearn(x, proba)
+        return self.infer(pd.DataFrame(x, columns=self.features), proba)
+
+    # -- the two kinds ---------------------------------------------------------------------
+    def _sklearn(self, table, proba: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "X does not have valid feature names"
+            try:
+                labels = np.asarray(self._model.predict(table))
+                scores = None
+                if proba and self.task == "classification" and hasattr(self._model, "predict_proba"):
+                    scores = np.asarray(self._model.predict_proba(table), dtype=np.float64)
+            except (ValueError, TypeError) as exc:
+                raise InputError(f"the model cannot take these rows: {exc}") from None
+        return labels, scores
+
+    def _numbers(self, table: pd.DataFrame) -> np.ndarray:
+        if self._preprocessor is not None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                return np.asarray(self._preprocessor.transform(table), dtype=np.float32)
+        return table.to_numpy(dtype=np.float32, na_value=np.nan)
+
+    def _torch(self, x: np.ndarray, proba: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        import torch
+
+        x = np.asarray(x, dtype=np.float32)  # the dtype the weights were trained in
+        scale = self.meta.get("feature_scale")
+        if scale:
+            x = (x - np.asarray(scale["mean"], dtype=np.float32)) / np.asarray(scale["std"], dtype=np.float32)
+        with torch.inference_mode():
+            out = self._model(torch.from_numpy(np.ascontiguousarray(x)).to(self.device)).float().cpu().numpy()
+        if self.task != "classification":
+            target = self.meta["target_scale"]
+            return out.reshape(-1) * target["std"] + target["mean"], None
+        classes = np.asarray(self.classes, dtype=object if any(isinstance(c, str) for c in self.classes) else None)
+        labels = classes[out.argmax(axis=1)]
+        if not proba:
+            return labels, None
+        out = out - out.max(axis=1, keepdims=True)
+        exp = np.exp(out)
+        return labels, exp / exp.sum(axis=1, keepdims=True)
+
+    def _takes_arrays(self) -> bool:
+        """Does the estimator give the same answers on a bare array as on a DataFrame? (Not when
+        it selects columns by name, e.g. a ColumnTransformer.) Checked once, on probe rows."""
+        if self._arrays_ok is None:
+            probe = np.linspace(-1.0, 1.0, 3 * len(self.features)).reshape(3, -1)
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UserWarning)
+                    bare = np.asarray(self._model.predict(probe))
+                    framed = np.asarray(self._model.predict(pd.DataFrame(probe, columns=self.features)))
+                self._arrays_ok = bool(np.array_equal(bare, framed))
+            except Exception:
+                self._arrays_ok = False
+        return self._arrays_ok
