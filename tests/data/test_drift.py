@@ -242,3 +242,73 @@ def test_arrow_tables_profile_like_pandas_frames():
     from_pandas, from_arrow = Profile.fit(ref), Profile.fit(arrow)
     assert from_pandas.to_dict() == from_arrow.to_dict()
     assert from_pandas.count(cur).to_dict() == from_arrow.count(pa.Table.from_pandas(cur)).to_dict()
+
+
+def test_drift_never_crashes_on_real_files(tmp_path):
+    """Types that differ between the files, nested columns, duplicate headers, integers past 2^53, a
+    missing column, too few rows: findings and notes, never a traceback."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(0)
+    n = 2000
+    ref = pa.table({"amount": rng.normal(size=n), "big": pa.array(rng.integers(2**60, 2**60 + 900, n)),
+                    "tags": pa.array([[1, 2]] * n), "gone": rng.normal(size=n),
+                    "when": pa.array(pd.date_range("2026-01-01", periods=n, freq="h"))})  # fmt: skip
+    cur = pa.table({"amount": pa.array(["x"] * 500), "big": pa.array(rng.integers(2**60, 2**60 + 900, 500)),
+                    "tags": pa.array([[3]] * 500),
+                    "when": pa.array(pd.date_range("2026-03-01", periods=500, freq="h"))})  # fmt: skip
+    pq.write_table(ref, tmp_path / "ref.parquet")
+    pq.write_table(cur, tmp_path / "cur.parquet")
+    proc = loopml("drift", "ref.parquet", "cur.parquet", "--json", cwd=tmp_path)
+    out = json.loads(proc.stdout)
+    columns = {c["column"]: c for c in out["columns"]}
+    assert columns["amount"]["level"] == "type_mismatch" and columns["amount"]["drifted"]
+    assert columns["gone"]["level"] == "missing" and columns["gone"]["drifted"]
+    assert columns["when"]["kind"] == "numeric" and columns["when"]["drifted"]  # times compared as times
+    assert "tags" in out["skipped"] and "nested" in out["skipped"]["tags"]
+    assert columns["big"]["stats"]["psi"] is not None  # past 2^53: compared as float64 (rounded), no crash
+    (tmp_path / "dup.csv").write_text("a,b,a\n1,2,3\n")
+    dup = loopml("drift", "ref.parquet", "dup.csv", cwd=tmp_path, check=False)
+    assert dup.returncode == 1 and "names ['a'] more than once" in dup.stderr and "Traceback" not in dup.stderr
+    few = json.loads(loopml("drift", "ref.parquet", "ref.parquet", "--min-rows", "5000", "--json", cwd=tmp_path).stdout)
+    assert few["enough_rows"] is False and not few["dataset_drift"]
+
+
+def test_drift_checks_its_arguments_before_any_work(tmp_path):
+    frame(1, 0).head(500).to_parquet(tmp_path / "ref.parquet")
+    for args, words in ((["--psi-alert", "-1"], "--psi-alert: Input should be greater than 0"),
+                        (["--drift-share", "5"], "--drift-share: Input should be less than or equal to 1"),
+                        (["--report", "nowhere/drift.html"], "the folder nowhere does not exist"),
+                        (["--report", "ref.parquet"], "never overwrites input data")):  # fmt: skip
+        proc = loopml("drift", "ref.parquet", "ref.parquet", *args, cwd=tmp_path, check=False)
+        assert proc.returncode == 1 and words in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert pd.read_parquet(tmp_path / "ref.parquet").shape == (500, 6)
+
+
+def test_a_wide_table_is_profiled_in_bounded_memory(tmp_path):
+    """10,000 columns x 300 rows: no 512 KiB lookup table per column (the small-count path)."""
+    import resource
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(0)
+    wide = pd.DataFrame(rng.normal(size=(300, 10_000)), columns=[f"c{i}" for i in range(10_000)])
+    wide.to_csv(tmp_path / "wide.csv", index=False)
+    probe = ("import resource, sys; from loopml.data.pair import profile_pair; from loopml.data.drift import compare; "
+             f"p, c = profile_pair('{tmp_path / 'wide.csv'}', '{tmp_path / 'wide.csv'}'); compare(p, c); "
+             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")  # fmt: skip
+    peak_kb = int(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout)
+    assert peak_kb < 1024 * 1024, f"{peak_kb / 1024:.0f} MiB"
+    del resource
+
+
+def test_small_counts_equal_the_lookup_table():
+    rng = np.random.default_rng(5)
+    profile = Profile.fit(pd.DataFrame({"x": rng.lognormal(0, 2, 50_000)}))
+    values = np.concatenate([rng.lognormal(0.3, 2, 1000), [np.nan, np.inf], profile.columns["x"].edges[:5]])
+    small = profile.count(pd.DataFrame({"x": values})).columns["x"]
+    large = profile.count(pd.DataFrame({"x": np.tile(values, 40)})).columns["x"]
+    assert (large.counts == small.counts * 40).all() and large.nulls == small.nulls * 40
+    assert large.total == pytest.approx(small.total * 40, rel=1e-9)
+    assert large.beyond_high == pytest.approx(small.beyond_high * 40, rel=1e-9)
