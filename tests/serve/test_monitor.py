@@ -72,3 +72,36 @@ def test_same_distribution_traffic_is_not_drift(digits_run, start):
     metrics = wait_for_metrics(live, "loopml_dataset_drift{")
     assert 'loopml_dataset_drift{model="digits",version="1"} 0.0' in metrics
     assert live.client.post("/feedback", json={"id": "x", "label": 1}).status_code == 409  # no log: no home
+
+
+def test_feedback_is_checked_against_the_model_and_bounded(digits_run, start, tmp_path):
+    live = start(settings_for(digits_run, monitor=MonitorConfig(every_s=0.3), log_dir=str(tmp_path / "log")))
+    answer = live.client.post("/invocations", json={"instances": [[0.0] * 64] * 3})
+    request_id = answer.headers["x-request-id"]
+    other = live.client.post("/invocations", json={"instances": [[0.0] * 64]}).headers["x-request-id"]
+    for label, words in ((12, "12 is not a class of this model"), ("seven", "'seven' is not a class"),
+                         ([1, 2, 3, 4], "4 label(s) from row 0, but the request had 3 row(s)")):  # fmt: skip
+        refused = live.client.post("/feedback", json={"id": request_id, "label": label})
+        assert refused.status_code == 400 and words in refused.json()["error"], refused.text
+    unknown = live.client.post("/feedback", json={"id": "never-answered", "label": 1})
+    assert unknown.status_code == 404 and "never-answered" in unknown.json()["error"]
+    mixed = live.client.post("/feedback", json={"feedback": [{"id": request_id, "label": [1, 2, 3]},
+                                                             {"id": other, "label": "cat"}]})  # fmt: skip
+    assert mixed.status_code == 400 and "1 label(s) refused, 1 kept" in mixed.json()["error"]
+    huge = live.client.post("/feedback", content=b'{"id": "x", "label": [' + b"1," * 600_000 + b"1]}",
+                            headers={"content-type": "application/json"})  # fmt: skip
+    assert huge.status_code == 413 and "serve.max_feedback_kb" in huge.json()["error"]
+    live.stop()
+    labels = pd.concat(pd.read_parquet(p) for p in (tmp_path / "log").glob("feedback-*.parquet"))
+    assert labels.sort_values("row")["label"].tolist() == [1, 2, 3]  # the good ones of the mixed request
+
+
+def test_a_dropped_column_never_reaches_disk(digits_run, start, tmp_path):
+    private = MonitorConfig(every_s=0.3, log_columns={"pixel_0": "drop", "pixel_1": "hash"}, log_predictions=False)
+    live = start(settings_for(digits_run, monitor=private, log_dir=str(tmp_path / "log")))
+    assert live.client.post("/invocations", json={"instances": [[7.0] + [0.0] * 63]}).status_code == 200
+    live.stop()
+    (written,) = list((tmp_path / "log").glob("inferences-*.parquet"))
+    frame = pd.read_parquet(written)
+    assert "pixel_0" not in frame.columns and "__prediction__" not in frame.columns
+    assert frame["pixel_1"].iloc[0] != 0.0 and len(frame["pixel_1"].iloc[0]) == 24  # a keyed hash

@@ -288,8 +288,11 @@ def validate_feedback(frame: pd.DataFrame, rules: LabelRules | None) -> pd.DataF
 
 
 def feedback_frame(items: list[tuple[str, int, Any]]) -> pd.DataFrame:
-    """(id, row, label) triples as a feedback file's rows."""
+    """(id, row, label) triples as a feedback file's rows. Labels of mixed types (3 and "x") are
+    stored as text: Parquet takes one type per column, and one odd label must not lose the rest."""
     now = time.time()
+    labels = [v for _, _, v in items]
+    if len({type(v) for v in labels}) > 1:
+        labels = [str(v) for v in labels]
     return pd.DataFrame({"id": [i for i, _, _ in items], "row": np.asarray([r for _, r, _ in items], dtype=np.int64),
-                         "label": pd.Series([v for _, _, v in items], dtype=object).to_numpy(),
-                         "time": now})  # fmt: skip
+                         "label": pd.Series(labels, dtype=object).to_numpy(), "time": now})  # fmt: skip

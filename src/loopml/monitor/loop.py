@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import shutil
 import time
 from collections import deque
 from collections.abc import Callable
@@ -228,10 +227,13 @@ class Loop:
             )
         if failed_stage == "validate" and batch.exists():  # this batch broke validation: out of the training set
             self.project.quarantine_dir.mkdir(parents=True, exist_ok=True)
-            moved = self.project.quarantine_dir / batch.name.replace("traffic-", "quarantine-")
-            shutil.move(batch, moved)
+            moved = self.project.quarantine_dir / batch.name.replace("traffic-", "quarantine-").replace(
+                ".parquet", "-failed-validation.parquet")  # fmt: skip
+            why = " ".join(line for line in tail if line.startswith(("error:", "  ")))[:500] or "validation failed"
+            _to_parquet(pd.read_parquet(batch).assign(reason=f"the retrain failed validation: {why}"), moved)
+            batch.unlink()
             pipeline.dvc_add(self.project.root, self.project.config.data.traffic)
-            evidence["quarantine"] = str(moved.relative_to(self.project.root))
+            evidence["quarantine_batch"] = str(moved.relative_to(self.project.root))
         errors = "".join(f": {line}" for line in tail if line.startswith("error:"))[:400]
         return self._decide(
             Decision(
