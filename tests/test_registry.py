@@ -97,3 +97,28 @@ def test_register_is_idempotent_per_run_also_when_concurrent(digits_copy):
     results = [json.loads(p.stdout) for p in procs]
     assert {r["version"] for r in results} == {"2"} and sorted(r["reused"] for r in results) == [False, True, True]
     assert [v["version"] for v in loopml_json("models", "list", cwd=digits_copy)] == ["2", "1"]
+
+
+def test_a_full_disk_is_one_line_and_loses_nothing(digits_copy):
+    """Writes fail as on a full disk (a file-size limit: EFBIG, what ENOSPC looks like to the writer):
+    one line, the previous report intact, no half-written file, no MLflow run left RUNNING."""
+    import resource
+    import sqlite3
+    import subprocess
+
+    from tests.conftest import BIN, tool_env
+
+    report = digits_copy / "reports" / "evaluation.html"
+    before = report.read_bytes()
+
+    def small_disk():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+
+    proc = subprocess.run([str(BIN / "loopml"), "evaluate"], cwd=digits_copy, env=tool_env(), capture_output=True,
+                          text=True, preexec_fn=small_disk, timeout=300)  # fmt: skip
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "no space left" in proc.stderr and "nothing was half-written" in proc.stderr
+    assert report.read_bytes() == before
+    assert not [p for p in (digits_copy / "reports").iterdir() if p.name.endswith(".tmp")]
+    with sqlite3.connect(digits_copy / ".loopml" / "mlflow.db") as db:
+        assert db.execute("SELECT count(*) FROM runs WHERE status = 'RUNNING'").fetchone()[0] == 0

@@ -141,3 +141,20 @@ def test_failed_reload_keeps_the_old_version_serving(digits_copy, start, tmp_pat
     answer = live.client.post("/v2/models/digits/infer", json=ROW)
     assert answer.status_code == 200 and answer.headers["x-model-version"] == "1"
     assert live.client.get("/v2/health/ready").status_code == 200
+
+
+def test_with_keys_on_only_the_health_checks_are_open(digits_run, start):
+    live = start(settings_for(digits_run, api_keys=("key-1",)))
+    for path in ("/metrics", "/openapi.json", "/v2", "/v2/models/digits", "/v2/models/digits/ready", "/version"):
+        assert live.client.get(path).status_code == 401, path
+        assert live.client.get(path, headers={"x-api-key": "key-1"}).status_code == 200, path
+    for path in ("/v2/health/live", "/v2/health/ready", "/ping", "/health"):
+        assert live.client.get(path).status_code == 200, path
+    assert live.client.post("/feedback", json={"id": "x", "label": 1}).status_code == 401
+    forged = live.client.get("/metrics", headers={"x-loopml-internal": "guess"})
+    assert forged.status_code == 403  # the workers' header is not a way around the keys
+    document = live.client.get("/openapi.json", headers={"x-api-key": "key-1"}).json()
+    assert document["paths"]["/metrics"]["get"]["security"] == [{"bearer": []}, {"apiKey": []}]
+    scraped = start(settings_for(digits_run, api_keys=("key-1",), public_metrics=True))
+    assert scraped.client.get("/metrics").status_code == 200  # serve.public_metrics: a Prometheus without keys
+    assert scraped.client.get("/openapi.json").status_code == 401

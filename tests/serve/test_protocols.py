@@ -75,3 +75,13 @@ def test_mlflow_health_and_version(server):
     assert server.client.get("/ping").status_code == 200
     assert server.client.get("/health").status_code == 200
     assert server.client.get("/version").text.count(".") >= 1
+
+
+def test_tritonclient_gets_1000_row_answers(server, digits_run):
+    frame = pd.read_parquet(digits_run / "data" / "raw" / "digits.parquet").drop(columns="label").head(1000)
+    expected = Predictor(digits_run / "outputs" / "model").predict(frame)
+    client = triton.InferenceServerClient(url=f"127.0.0.1:{server.port}")
+    tensor = triton.InferInput("input", [1000, 64], "FP64")
+    tensor.set_data_from_numpy(frame.to_numpy(np.float64), binary_data=True)
+    result = client.infer("digits", [tensor], outputs=[triton.InferRequestedOutput("predict", binary_data=True)])
+    assert result.as_numpy("predict").tolist() == expected.tolist()  # max_batch_size is 64: split and reassembled

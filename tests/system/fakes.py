@@ -10,6 +10,8 @@ from pathlib import Path
 from tests.conftest import REPO
 
 FIXTURES = REPO / "tests" / "fixtures" / "gpu-h100"
+# Tests about *this* machine hold on a CPU host and on a GPU host alike: they branch on this.
+GPU_HOST = Path("/proc/driver/nvidia/version").exists() or Path("/dev/nvidia0").exists()
 FAKE_NVML = REPO / "tests" / "fakes" / "nvml"
 PROPRIETARY = "NVRM version: NVIDIA UNIX x86_64 Kernel Module  535.129.03  Thu Oct 19 18:56:32 UTC 2023\n"
 
