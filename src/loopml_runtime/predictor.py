@@ -48,6 +48,8 @@ class Predictor:
         self._user_module = self._load_user_module()
         self._preprocessor = self._load_joblib(self.meta["preprocessor"]) if self.meta.get("preprocessor") else None
         self._model = self._load()
+        self._argmax_is_predict = self.kind == "sklearn" and self.task == "classification" and _argmax_predicts(
+            self._model)  # fmt: skip
 
     # -- loading ---------------------------------------------------------------------------
     def _load_user_module(self):
@@ -136,6 +138,9 @@ class Predictor:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "X does not have valid feature names"
             try:
+                if proba and self._argmax_is_predict:  # one pass: these classifiers predict argmax(proba)
+                    scores = np.asarray(self._model.predict_proba(table), dtype=np.float64)
+                    return np.asarray(self._model.classes_)[scores.argmax(axis=1)], scores
                 labels = np.asarray(self._model.predict(table))
                 scores = None
                 if proba and self.task == "classification" and hasattr(self._model, "predict_proba"):
@@ -185,3 +190,16 @@ class Predictor:
             except Exception:
                 self._arrays_ok = False
         return self._arrays_ok
+
+
+# Classifiers whose `predict` is, by definition, the class of highest `predict_proba` (so one call
+# gives both); others (SVC with probability=True, calibrated or thresholded models) may differ.
+ARGMAX_CLASSIFIERS = {"LogisticRegression", "HistGradientBoostingClassifier", "RandomForestClassifier",
+                      "ExtraTreesClassifier", "GradientBoostingClassifier", "DecisionTreeClassifier",
+                      "KNeighborsClassifier", "MLPClassifier", "GaussianNB", "XGBClassifier",
+                      "LGBMClassifier"}  # fmt: skip
+
+
+def _argmax_predicts(model) -> bool:
+    final = model.steps[-1][1] if hasattr(model, "steps") else model
+    return type(final).__name__ in ARGMAX_CLASSIFIERS and hasattr(model, "classes_")

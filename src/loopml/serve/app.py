@@ -76,6 +76,7 @@ class ServingApp:
         self.max_body = int(self.cfg.max_body_mb * 2**20)
         self.timeout_s = self.cfg.timeout_ms / 1000
         self.router = Router(self.routes())
+        self._id_prefix, self._ids = uuid.uuid4().hex[:16], 0
 
     def routes(self) -> list[Route]:
         tensor_body = {"application/json": _infer_schema(), "application/octet-stream": {"type": "string"}}
@@ -205,7 +206,7 @@ class ServingApp:
         try:
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
             given = headers.get("x-request-id")
-            request_id = given if given and REQUEST_ID.match(given) else uuid.uuid4().hex
+            request_id = given if given and REQUEST_ID.match(given) else self._new_id()
             ctx["request_id"] = request_id
             route, params = self.router.match(method, path)
             self._authorize(route, headers)
@@ -225,15 +226,17 @@ class ServingApp:
             elapsed = time.perf_counter() - started
             labels = ctx.get("labels")
             if labels is not None:
-                protocol, model, version = labels
-                ran = version if ctx.get("ran") else NO_VERSION
-                self.metrics.requests.labels(protocol, model, ran, str(status)).inc()
-                if status < 400:
-                    self.metrics.latency.labels(protocol, model, version).observe(elapsed)
+                self.metrics.count(labels, ctx.get("ran", False), status, elapsed)
             if self.settings.access_log:
                 access_log.info(orjson.dumps({"time": round(time.time(), 3), "id": request_id, "method": method,
                                               "path": path[:200], "status": status, "ms": round(elapsed * 1000, 2),
                                               "version": labels[2] if labels else None}).decode())  # fmt: skip
+
+    def _new_id(self) -> str:
+        """A request id unique across processes and restarts: a random per-process prefix and a
+        counter (a uuid4 per request costs more than the rest of the id handling)."""
+        self._ids += 1
+        return f"{self._id_prefix}{self._ids:08x}"
 
     def _authorize(self, route: Route, headers: dict[str, str]) -> None:
         if INTERNAL in headers:  # a call from another worker of this server, or a forgery

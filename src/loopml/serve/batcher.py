@@ -29,6 +29,7 @@ from loopml.serve.rows import Rows, join, length, part
 logger = logging.getLogger(__name__)
 SLOTS = 2  # model threads: the second one only runs a batch that waited max_delay for the first
 PIPELINE = 2  # chunks of one large request queued at once
+SWEEP_S = 0.05  # how often deadlines are checked at most (a timeout fires within this)
 
 
 class QueueFull(Exception):
@@ -46,6 +47,7 @@ class _Item:
     future: asyncio.Future
     n: int
     counted: bool  # counts toward max_queue (a request, or the first chunk of a large one)
+    deadline: float | None = None
     enqueued: float = field(default_factory=time.perf_counter)
 
 
@@ -67,11 +69,26 @@ class Batcher:
         self._signal: asyncio.Event | None = None
         self._worker: asyncio.Task | None = None
         self._running: set[asyncio.Task] = set()
+        # (deadline, future) in submission order: every request has the same timeout, so deadlines only grow
+        self._deadlines: deque[tuple[float, asyncio.Future]] = deque()
+        self._sweeper: asyncio.Task | None = None
         self._pool = ThreadPoolExecutor(max_workers=SLOTS, thread_name_prefix="model")
 
     def start(self) -> None:
         self._signal = asyncio.Event()
-        self._worker = asyncio.get_running_loop().create_task(self._run())
+        loop = asyncio.get_running_loop()
+        self._worker = loop.create_task(self._run())
+        self._sweeper = loop.create_task(self._sweep())
+
+    async def _sweep(self) -> None:
+        """Fail requests past their deadline (TimeoutError), queued or computing, within SWEEP_S."""
+        while True:
+            now = time.perf_counter()
+            while self._deadlines and (self._deadlines[0][1].done() or self._deadlines[0][0] <= now):
+                _, future = self._deadlines.popleft()
+                _expire(future)
+            wait = self._deadlines[0][0] - now if self._deadlines else SWEEP_S
+            await asyncio.sleep(min(max(wait, 0.0005), SWEEP_S))
 
     async def submit(self, rows: Rows, timeout_s: float | None = None) -> dict[str, np.ndarray]:
         """The model's outputs for `rows`, any number of them. Raises QueueFull, TimeoutError (no
@@ -107,12 +124,10 @@ class Batcher:
     def _enqueue(self, rows: Rows, n: int, admit: bool, deadline: float | None) -> _Item:
         if admit and self.counted_rows + n > self.max_queue:
             raise QueueFull(f"{self.counted_rows} rows already queued (serve.max_queue {self.max_queue})")
-        loop = asyncio.get_running_loop()
-        item = _Item(rows, loop.create_future(), n, admit)
+        item = _Item(rows, asyncio.get_running_loop().create_future(), n, admit, deadline)
         self.counted_rows += n if admit else 0
-        if deadline is not None:  # a timer, not asyncio.wait_for: no extra task per request on the hot path
-            timer = loop.call_later(max(0.0, deadline - time.perf_counter()), _expire, item.future)
-            item.future.add_done_callback(lambda _: timer.cancel())
+        if deadline is not None:  # one sweeper, not a timer (heap push and pop) or a task per request
+            self._deadlines.append((deadline, item.future))
         self.pending.append(item)
         self.queued_rows += n
         self._signal.set()
@@ -130,8 +145,9 @@ class Batcher:
 
     async def close(self) -> None:
         await self.drain()
-        if self._worker:
-            self._worker.cancel()
+        for task in (self._worker, self._sweeper):
+            if task:
+                task.cancel()
         self._pool.shutdown(wait=False)
 
     async def _run(self) -> None:
@@ -163,6 +179,8 @@ class Batcher:
             item = self.pending.popleft()
             self.queued_rows -= item.n
             self.counted_rows -= item.n if item.counted else 0
+            if item.deadline is not None and item.deadline <= now:
+                _expire(item.future)
             if item.future.done():  # timed out or cancelled while queued: do not spend the model on it
                 continue
             batch.append(item)
@@ -182,7 +200,10 @@ class Batcher:
         finally:
             self.busy -= 1
             self._signal.set()
+        now = time.perf_counter()
         for item, result in zip(batch, results, strict=True):
+            if item.deadline is not None and item.deadline <= now:
+                _expire(item.future)  # answered too late: the caller was promised an answer by then
             if item.future.done():  # the caller timed out or went away
                 continue
             if isinstance(result, BaseException):

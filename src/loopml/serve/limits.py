@@ -2,19 +2,25 @@
 header-read timeout that also closes connections that never send anything (slowloris, idle
 floods), and a timeout between the pieces of a body.
 
-uvicorn takes the protocol class as `http=`: `limited_protocol(serve_config)` builds it.
+uvicorn takes the protocol class as `http=`: `limited_protocol(serve_config)` builds it. The
+timeouts cost a timestamp per request: one sweeper per event loop looks at every open connection
+twice a second (no timer per request: a heap push and pop each would show in the req/s).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+SWEEP_S = 0.5  # how often connections are checked against their deadlines
+WAITING, HEADERS, BODY = 0, 1, 2  # what a connection is waiting for: a request, the rest of its headers, its body
+
 
 class _Refused(Exception):
-    def __init__(self, status: int, reason: str, message: str):
+    def __init__(self, status: int, reason: bytes, message: str):
         super().__init__(message)
         self.status, self.reason, self.message = status, reason, message
 
@@ -22,17 +28,28 @@ class _Refused(Exception):
 def limited_protocol(cfg) -> type[HttpToolsProtocol]:
     """An HttpToolsProtocol subclass holding `cfg`'s limits (a ServeConfig)."""
     max_bytes = int(cfg.max_header_kb * 1024)
+    live: set[LimitedHttpTools] = set()
+    sweeper: list[asyncio.Task] = []
+
+    async def sweep() -> None:
+        while True:
+            await asyncio.sleep(SWEEP_S)
+            now = time.monotonic()
+            for conn in list(live):
+                conn._check(now)
 
     class LimitedHttpTools(HttpToolsProtocol):
         def connection_made(self, transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             self._header_bytes = self._headers_seen = 0
-            self._header_timer: asyncio.TimerHandle | None = None
-            self._body_timer: asyncio.TimerHandle | None = None
-            self._arm_header_timer()
+            self._refusal: _Refused | None = None
+            self._state, self._since = HEADERS, time.monotonic()  # a new connection owes a request now
+            live.add(self)
+            if not sweeper or sweeper[0].done():
+                sweeper[:] = [self.loop.create_task(sweep())]
 
         def connection_lost(self, exc) -> None:
-            self._disarm()
+            live.discard(self)
             super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
@@ -55,8 +72,8 @@ def limited_protocol(cfg) -> type[HttpToolsProtocol]:
         def on_message_begin(self) -> None:
             super().on_message_begin()
             self._header_bytes = self._headers_seen = 0
-            if self._header_timer is None:
-                self._arm_header_timer()
+            if self._state == WAITING:  # the next request on a keep-alive connection: its own header clock
+                self._state, self._since = HEADERS, time.monotonic()
 
         def on_url(self, url: bytes) -> None:
             self._count(len(url))
@@ -72,72 +89,44 @@ def limited_protocol(cfg) -> type[HttpToolsProtocol]:
             super().on_header(name, value)
 
         def on_headers_complete(self) -> None:
-            if self._header_timer is not None:
-                self._header_timer.cancel()
-                self._header_timer = None
+            self._state, self._since = BODY, time.monotonic()
             super().on_headers_complete()
-            self._arm_body_timer()
 
         def on_body(self, body: bytes) -> None:
-            self._arm_body_timer()
+            self._since = time.monotonic()
             super().on_body(body)
 
         def on_message_complete(self) -> None:
-            if self._body_timer is not None:
-                self._body_timer.cancel()
-                self._body_timer = None
+            self._state = WAITING  # uvicorn's keep-alive timeout (serve.keep_alive_s) covers idle time now
             super().on_message_complete()
-
-        def on_response_complete(self) -> None:
-            super().on_response_complete()
-            # the next request on this connection starts its own header clock when its first byte
-            # comes; until then uvicorn's keep-alive timeout (serve.keep_alive_s) applies
 
         # -- helpers ---------------------------------------------------------------------------
         def _count(self, size: int) -> None:
             self._header_bytes += size
             if self._header_bytes > max_bytes:
-                self._refusal = _Refused(
-                    431,
-                    b"Request Header Fields Too Large",
-                    f"the request line and headers exceed {cfg.max_header_kb:g} KiB (serve.max_header_kb)",
-                )
+                self._refusal = _Refused(431, b"Request Header Fields Too Large",
+                                         f"the request line and headers exceed {cfg.max_header_kb:g} KiB "
+                                         "(serve.max_header_kb)")  # fmt: skip
                 raise self._refusal
 
-        def _arm_header_timer(self) -> None:
-            self._header_timer = self.loop.call_later(cfg.header_timeout_s, self._header_timeout)
-
-        def _arm_body_timer(self) -> None:
-            if self._body_timer is not None:
-                self._body_timer.cancel()
-            self._body_timer = self.loop.call_later(cfg.body_timeout_s, self._body_timeout)
-
-        def _disarm(self) -> None:
-            for timer in (getattr(self, "_header_timer", None), getattr(self, "_body_timer", None)):
-                if timer is not None:
-                    timer.cancel()
-            self._header_timer = self._body_timer = None
-
-        def _header_timeout(self) -> None:
-            self._header_timer = None
+        def _check(self, now: float) -> None:
             if self.transport.is_closing():
                 return
-            if self.cycle is None or self.cycle.response_complete:  # between requests or before the first
-                self._refuse(_Refused(408, b"Request Timeout", f"no complete request within {cfg.header_timeout_s:g} s "
-                                      "(serve.header_timeout_s)"))  # fmt: skip
-
-        def _body_timeout(self) -> None:
-            self._body_timer = None
-            if not self.transport.is_closing() and self.cycle is not None and self.cycle.more_body:
+            if self._state == HEADERS and now - self._since > cfg.header_timeout_s:
+                if self.cycle is None or self.cycle.response_complete:
+                    self._refuse(_Refused(408, b"Request Timeout", f"no complete request within "
+                                          f"{cfg.header_timeout_s:g} s (serve.header_timeout_s)"))  # fmt: skip
+            elif self._state == BODY and now - self._since > cfg.body_timeout_s and self.cycle is not None \
+                    and self.cycle.more_body:  # fmt: skip
                 self.transport.close()  # the app sees a disconnect; nothing useful can be answered mid-body
 
         def _refuse(self, refused: _Refused) -> None:
             body = ('{"error": "' + refused.message.replace('"', "'") + '"}').encode()
-            self.transport.write(
-                b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
-                b"connection: close\r\n\r\n" % (refused.status, refused.reason, len(body)) + body
+            head = (
+                b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
             )
-            self._disarm()
+            self.transport.write(head % (refused.status, refused.reason, len(body)) + body)
+            live.discard(self)
             self.transport.close()
 
     return LimitedHttpTools

@@ -74,10 +74,27 @@ class ServerMetrics:
         self.window_rows = Gauge("loopml_drift_window_rows", "Rows in the live drift window (no verdict below "
                                  "monitor.min_rows).", ["model", "version"], registry=r,
                                  multiprocess_mode="livesum")  # fmt: skip
+        self._counters: dict[tuple, Counter] = {}
+        self._timers: dict[tuple, Histogram] = {}
         self.started_at = started_at or time.time()
         self.started.set(self.started_at)
         self.registry_up.set(1)
         self.monitor_up.set(1)
+
+    def count(self, labels: tuple[str, str, str], ran: bool, status: int, seconds: float) -> None:
+        """One answered request: its count (under its version only if the version ran it) and latency.
+        The labelled children are cached: `labels()` per request costs a lock and a dict walk."""
+        protocol, model, version = labels
+        key = (protocol, model, version if ran else NO_VERSION, status)
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self._counters[key] = self.requests.labels(*key[:3], str(status))
+        counter.inc()
+        if status < 400:
+            timer = self._timers.get(labels)
+            if timer is None:
+                timer = self._timers[labels] = self.latency.labels(*labels)
+            timer.observe(seconds)
 
     def render(self) -> bytes:
         from prometheus_client import generate_latest

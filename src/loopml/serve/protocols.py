@@ -34,6 +34,23 @@ MAX_DIM = 2**31
 MLFLOW_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 
 
+class Signature(tuple):
+    """A model's inputs (a tuple of `Input`), with what every request asks of them computed once."""
+
+    names: list[str]
+    numeric: bool  # every input a number: requests become one float64 matrix
+
+    def __new__(cls, inputs) -> Signature:
+        made = super().__new__(cls, inputs)
+        made.names = [i.name for i in made]
+        made.numeric = all(i.kind == "number" for i in made)
+        return made
+
+    @classmethod
+    def of(cls, inputs) -> Signature:
+        return inputs if isinstance(inputs, Signature) else cls(inputs)
+
+
 class RequestError(Exception):
     """The caller's mistake: becomes a 4xx with `{"error": message}`."""
 
@@ -87,8 +104,9 @@ def _refuse_duplicate_keys(raw: bytes) -> None:
 # -- Open Inference Protocol --------------------------------------------------------------------
 
 
-def parse_v2(body: bytes, header_length: str | None, inputs: list[Input]) -> tuple[Rows, dict]:
+def parse_v2(body: bytes, header_length: str | None, inputs) -> tuple[Rows, dict]:
     """(rows, request JSON) from a V2 infer request, JSON-only or with binary tensors."""
+    inputs = Signature.of(inputs)
     if header_length is not None:
         if not header_length.strip().isdigit():
             raise RequestError(f"Inference-Header-Content-Length must be an integer; got {header_length!r}")
@@ -115,7 +133,7 @@ def parse_v2(body: bytes, header_length: str | None, inputs: list[Input]) -> tup
         tensors[name] = (array, datatype)
     if offset != len(binary):
         raise RequestError(f"{len(binary) - offset} bytes of binary data belong to no input (check binary_data_size)")
-    if all(i.kind == "number" for i in inputs):
+    if inputs.numeric:
         return _v2_matrix(tensors, inputs), request
     return _v2_table(tensors, inputs), request
 
@@ -271,8 +289,8 @@ def _bytes_elements(chunk: memoryview, count: int, where: str) -> np.ndarray:
     return np.asarray(out, dtype=object)
 
 
-def _v2_matrix(tensors: dict[str, tuple[np.ndarray, str]], inputs: list[Input]) -> np.ndarray:
-    names = [i.name for i in inputs]
+def _v2_matrix(tensors: dict[str, tuple[np.ndarray, str]], inputs: Signature) -> np.ndarray:
+    names = inputs.names
     for name, (_, datatype) in tensors.items():
         if datatype in ("BYTES", "BOOL"):
             raise RequestError(f"input {name!r} is {datatype}; this model takes numbers (FP32, FP64, INT64, ...)")
@@ -293,8 +311,8 @@ def _v2_matrix(tensors: dict[str, tuple[np.ndarray, str]], inputs: list[Input]) 
     return np.column_stack(columns).astype(np.float64, copy=False)
 
 
-def _v2_table(tensors: dict[str, tuple[np.ndarray, str]], inputs: list[Input]) -> Table:
-    names = [i.name for i in inputs]
+def _v2_table(tensors: dict[str, tuple[np.ndarray, str]], inputs: Signature) -> Table:
+    names = inputs.names
     _known(tensors, names)
     columns = {}
     for spec in inputs:
@@ -386,13 +404,13 @@ def encode_v2(outputs: dict[str, np.ndarray], request: dict, model_name: str,
     return header + b"".join(blobs), len(header)
 
 
+_V2_NAMES = {np.dtype(numpy_type): name for name, numpy_type in V2_TO_NUMPY.items()}
+
+
 def v2_datatype(dtype: np.dtype) -> str:
     if dtype.kind in ("U", "S", "O"):
         return "BYTES"
-    for name, numpy_type in V2_TO_NUMPY.items():
-        if np.dtype(numpy_type) == dtype:
-            return name
-    return "FP64"
+    return _V2_NAMES.get(np.dtype(dtype), "FP64")
 
 
 def input_datatype(spec: Input) -> str:
@@ -415,14 +433,16 @@ def _to_bytes(values: np.ndarray) -> bytes:
 # -- MLflow scoring -----------------------------------------------------------------------------
 
 
-def parse_mlflow(body: bytes, content_type: str, inputs: list[Input]) -> Rows:
+def parse_mlflow(body: bytes, content_type: str, inputs) -> Rows:
     """The rows of an MLflow `/invocations` request (JSON or CSV)."""
+    inputs = Signature.of(inputs)
     kind = content_type.split(";")[0].strip().lower()
     if kind == "text/csv":
         return _csv(body, inputs)
     if kind not in ("application/json", ""):
         raise RequestError(f"Content-Type must be application/json or text/csv; got {content_type[:80]!r}", status=415)
     payload = parse_json(body)
+    scan_bools = b"true" in body or b"false" in body  # without these bytes no value can be a boolean
     if not isinstance(payload, dict):
         raise RequestError("the JSON body must be an object with one of dataframe_split, dataframe_records, "
                            "instances, inputs")  # fmt: skip
@@ -432,7 +452,7 @@ def parse_mlflow(body: bytes, content_type: str, inputs: list[Input]) -> Rows:
         raise RequestError(f"the JSON body needs exactly one of {', '.join(MLFLOW_KEYS)} (and optionally params); "
                            f"got {sorted(payload)[:6] or 'none'}")  # fmt: skip
     key, value = keys[0], payload[keys[0]]
-    names = [i.name for i in inputs]
+    names = inputs.names
     if key == "dataframe_split":
         if not isinstance(value, dict) or not isinstance(value.get("data"), list):
             raise RequestError('dataframe_split must be {"columns": [...], "data": [[...], ...]}')
@@ -441,13 +461,13 @@ def parse_mlflow(body: bytes, content_type: str, inputs: list[Input]) -> Rows:
             raise RequestError(f"dataframe_split has unknown keys {unknown}; expected columns, data and index")
         columns = value.get("columns")
         if columns is None:
-            return _from_rows(value["data"], names, inputs, key)
+            return _from_rows(value["data"], names, inputs, key, scan_bools)
         if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
             raise RequestError("dataframe_split.columns must be a list of column names")
         duplicated = sorted({c for c in columns if columns.count(c) > 1})
         if duplicated:
             raise RequestError(f"dataframe_split.columns names {duplicated[:5]} more than once; each column once")
-        return _from_rows(value["data"], columns, inputs, key)
+        return _from_rows(value["data"], columns, inputs, key, scan_bools)
     if isinstance(value, list) and value and isinstance(value[0], dict):
         return _from_records(value, inputs, key)
     if key == "dataframe_records":
@@ -458,17 +478,17 @@ def parse_mlflow(body: bytes, content_type: str, inputs: list[Input]) -> Rows:
         return _from_columns(value, inputs, key)
     if not isinstance(value, list):
         raise RequestError(f"{key} must be a list of rows, a list of records or an object of columns")
-    return _from_rows(value, names, inputs, key)
+    return _from_rows(value, names, inputs, key, scan_bools)
 
 
-def _from_rows(rows: Any, columns: list[str], inputs: list[Input], key: str) -> Rows:
+def _from_rows(rows: Any, columns: list[str], inputs: Signature, key: str, scan_bools: bool = True) -> Rows:
     """Rows as lists whose values follow `columns` (the model's input order when none were given)."""
     if not isinstance(rows, list) or not rows:
         raise RequestError(f"{key} has no rows")
-    if all(i.kind == "number" for i in inputs):
-        matrix = _number_rows(rows, len(columns), key)
+    if inputs.numeric:
+        matrix = _number_rows(rows, len(columns), key, scan_bools)
         if matrix is not None:
-            names = [i.name for i in inputs]
+            names = inputs.names
             _columns_present(columns, names)
             if columns == names:
                 return matrix
@@ -486,7 +506,7 @@ def _from_rows(rows: Any, columns: list[str], inputs: list[Input], key: str) -> 
     return _from_columns({c: [r[j] for r in rows] for j, c in enumerate(columns)}, inputs, key)
 
 
-def _number_rows(rows: list, width: int, key: str) -> np.ndarray | None:
+def _number_rows(rows: list, width: int, key: str, scan_bools: bool = True) -> np.ndarray | None:
     """The fast path: a regular list of lists of JSON numbers -> a float64 matrix; None otherwise
     (the column path then finds and names the problem)."""
     try:
@@ -499,16 +519,16 @@ def _number_rows(rows: list, width: int, key: str) -> np.ndarray | None:
         matrix = matrix.reshape(1, -1)
     if matrix.ndim != 2 or matrix.shape[1] != width:
         raise RequestError(f"{key} must be rows of {width} values (one per column); got shape {list(matrix.shape)}")
-    if _has_bool(rows):
+    if scan_bools and _has_bool(rows):
         return None
     return matrix.astype(np.float64, copy=False)
 
 
-def _from_records(records: list, inputs: list[Input], key: str) -> Rows:
+def _from_records(records: list, inputs: Signature, key: str) -> Rows:
     if not all(isinstance(r, dict) for r in records):
         raise RequestError(f"{key} must be a list of {{column: value}} objects")
-    names = [i.name for i in inputs]
-    if all(i.kind == "number" for i in inputs):  # fast path: every record has every input as a number
+    names = inputs.names
+    if inputs.numeric:  # fast path: every record has every input as a number
         try:
             matrix = np.array([[record[n] for n in names] for record in records])
         except (KeyError, ValueError, OverflowError):
@@ -521,8 +541,8 @@ def _from_records(records: list, inputs: list[Input], key: str) -> Rows:
     return _from_columns({n: [r.get(n) for r in records] for n in names}, inputs, key)
 
 
-def _from_columns(columns: dict, inputs: list[Input], key: str) -> Rows:
-    names = [i.name for i in inputs]
+def _from_columns(columns: dict, inputs: Signature, key: str) -> Rows:
+    names = inputs.names
     _columns_present(list(columns), names)
     lists = {}
     for name in names:
@@ -537,13 +557,16 @@ def _from_columns(columns: dict, inputs: list[Input], key: str) -> Rows:
     if rows == 0:
         raise RequestError("the request has no rows")
     typed = {s.name: _python_column(lists[s.name], s) for s in inputs}
-    if all(i.kind == "number" for i in inputs):
+    if inputs.numeric:
         return np.column_stack([typed[n] for n in names])
     return Table(typed, rows)
 
 
 def _columns_present(given: list[str], names: list[str]) -> None:
-    missing = [n for n in names if n not in given]
+    if given is names or given == names:
+        return
+    present = set(given)
+    missing = [n for n in names if n not in present]
     if missing:
         raise RequestError(
             f"missing column(s) {missing[:5]}{' ...' if len(missing) > 5 else ''}; the model takes "
@@ -588,7 +611,7 @@ def _python_column(values: list, spec: Input) -> np.ndarray:
     return out
 
 
-def _csv(body: bytes, inputs: list[Input]) -> Rows:
+def _csv(body: bytes, inputs: Signature) -> Rows:
     """CSV with a header row, read strictly: every row as wide as the header, UTF-8 text."""
     import pyarrow as pa
     from pyarrow import csv
@@ -614,7 +637,7 @@ def _csv(body: bytes, inputs: list[Input]) -> Rows:
     columns = {}
     for spec in inputs:
         if spec.name not in table.column_names:
-            _columns_present(table.column_names, [i.name for i in inputs])
+            _columns_present(table.column_names, inputs.names)
         column = table.column(spec.name)
         kind = column.type
         if spec.kind == "number" and (
@@ -623,7 +646,7 @@ def _csv(body: bytes, inputs: list[Input]) -> Rows:
             columns[spec.name] = column.cast(pa.float64(), safe=False).to_numpy(zero_copy_only=False)
         else:
             columns[spec.name] = _python_column(column.to_pylist(), spec)
-    if all(i.kind == "number" for i in inputs):
+    if inputs.numeric:
         return np.column_stack([columns[i.name] for i in inputs])
     return Table(columns, table.num_rows)
 

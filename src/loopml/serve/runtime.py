@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from loopml.errors import ModelInputError
-from loopml.serve.protocols import input_datatype, v2_datatype
+from loopml.serve.protocols import Signature, input_datatype, v2_datatype
 from loopml.serve.rows import Rows, Table
 from loopml.uri import ModelRef
 from loopml_runtime import InputError, Predictor
@@ -30,7 +30,7 @@ class ModelRuntime:
         self.name = name
         self.version = version
         self.source = source
-        self.inputs = predictor.inputs
+        self.inputs = Signature(predictor.inputs)
         self.features: list[str] = predictor.features
         self.numeric = predictor.numeric
         self.task = predictor.task

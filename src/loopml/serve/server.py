@@ -35,6 +35,7 @@ def uvicorn_config(app, settings: ServeSettings, **extra):
     cfg = settings.serve
     return uvicorn.Config(app, host=cfg.host, port=cfg.port, loop="uvloop", http=limited_protocol(cfg),
                           log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=30,
+                          proxy_headers=False,  # loopml reads no client address: no middleware per request
                           timeout_keep_alive=int(max(1, cfg.keep_alive_s)), **extra)  # fmt: skip
 
 
