@@ -21,6 +21,7 @@ from loopml.errors import ConfigError
 
 MAX_WORKERS = 8
 TEXT_COST = 0.3  # a dictionary-encoded text column costs about this share of a numeric one
+WIDE = 1000  # columns past which the two files are read one after the other (memory, not speed, binds)
 
 
 def profile_pair(reference: str, current: str, options: CsvOptions | None = None,
@@ -33,8 +34,12 @@ def profile_pair(reference: str, current: str, options: CsvOptions | None = None
     if len(shares) < 2:
         from concurrent.futures import ThreadPoolExecutor
 
+        reference_table = _without(read_arrow(reference, options=options), exclude, reference)
+        if reference_table.num_columns > WIDE:  # Arrow's per-column buffers: one wide table in memory at a time
+            profile = Profile.fit(reference_table)
+            del reference_table
+            return profile, profile.count(read_arrow(current, options=options))
         with ThreadPoolExecutor(max_workers=1) as pool:  # Arrow reads the second file while the first is fitted
-            reference_table = _without(read_arrow(reference, options=options), exclude, reference)
             later = pool.submit(read_arrow, current, None, options)
             profile = Profile.fit(reference_table)
             del reference_table
