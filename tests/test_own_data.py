@@ -116,7 +116,9 @@ def test_changing_the_data_path_retrains_on_the_new_data(churn, tmp_path):
     assert json.loads((project / "outputs" / "validate.json").read_text())["rows"] == 1500
 
 
-def test_a_regression_table_runs_end_to_end(tmp_path):
+def test_a_regression_table_runs_end_to_end(tmp_path, monkeypatch):
+    """diabetes from raw CSV to a served model, then the loop on it: live MAE from feedback, a retrain
+    on the labelled traffic, a canary judged on MAE."""
     from sklearn.datasets import load_diabetes
 
     frame = load_diabetes(as_frame=True).frame
@@ -132,6 +134,54 @@ def test_a_regression_table_runs_end_to_end(tmp_path):
     frame.drop(columns="target").head(50).to_csv(tmp_path / "new.csv", index=False)
     loopml("predict", "-i", str(tmp_path / "new.csv"), "-o", str(scored), cwd=project)
     assert len(pd.read_csv(scored)) == 50 and pd.read_csv(scored)["prediction"].between(0, 400).all()
+    regression_loop(project, frame, monkeypatch)
+
+
+def regression_loop(root, frame: pd.DataFrame, monkeypatch) -> None:
+    """The world moved (targets 30% higher): traffic with feedback written as a server would, the loop
+    retrains (real `dvc repro`), and its canary (traffic written during the loop's waits) is judged on MAE."""
+    import time
+
+    from loopml.config import MonitorConfig
+    from loopml.data import inference_log
+    from loopml.monitor.loop import Loop
+    from loopml.project import Project
+    from loopml.registry import Registry
+    from tests.monitor.test_loop_guards import FakeServer
+
+    loop_settings = {"MIN_LABELLED": "100", "MIN_ROWS": "100", "COOLDOWN_S": "0", "CANARY_MIN_LABELLED": "30",
+                     "MAX_METRIC_DROP": "0.05"}  # fmt: skip
+    for name, value in loop_settings.items():
+        monkeypatch.setenv(f"LOOPML_LOOP__{name}", value)
+    project = Project(root)
+    policy = inference_log.LogPolicy.of(MonitorConfig(), project.inference_log)
+    features, moved = frame.drop(columns="target"), frame["target"] * 1.3
+    registry = Registry.of(project)
+
+    def serve(version: str, rows: range) -> None:
+        predictor = registry.load(version)
+        inputs = features.iloc[list(rows)].reset_index(drop=True)
+        ids = [f"v{version}-{time.time_ns()}-{i}" for i in rows]
+        log = inference_log.log_frame(ids, [time.time()] * len(ids), [1] * len(ids), version, inputs,
+                                      predictor.predict(inputs))  # fmt: skip
+        inference_log.write(project.inference_log, "inferences", log, policy)
+        labels = [(i, 0, float(moved.iloc[r])) for i, r in zip(ids, rows, strict=True)]
+        inference_log.write(project.inference_log, "feedback", inference_log.feedback_frame(labels), policy)
+
+    serve("1", range(300))
+    canary = []
+
+    def wait(seconds: float) -> None:  # the canary's traffic arrives while the loop waits
+        if not canary:
+            serve("1", range(300, 360))
+            serve("2", range(360, 420))
+            canary.append(True)
+
+    decision = Loop(project, server=FakeServer(), sleep=wait, echo=lambda line: None).cycle()
+    assert decision.kind in ("promoted", "rolled_back"), decision.reason
+    assert "live mae" in decision.evidence["trigger"]
+    live = decision.evidence["canary"]["live"]
+    assert live["1"]["labelled"] >= 30 and live["2"]["labelled"] >= 30 and live["2"]["mae"] is not None
 
 
 def test_messy_data_gets_warnings_not_tracebacks(tmp_path):
