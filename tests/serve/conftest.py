@@ -61,7 +61,8 @@ def settings_for(project: Path, **changes) -> ServeSettings:
 
 @pytest.fixture(scope="module")
 def server(digits_run):
-    live = LiveServer(settings_for(digits_run, max_delay_ms=5))
+    # batches smaller than the default 1,024 rows, so the 1,000-row tests go through the splitting
+    live = LiveServer(settings_for(digits_run, max_delay_ms=5, max_batch_size=256))
     yield live
     live.stop()
 

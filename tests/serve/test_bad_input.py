@@ -27,6 +27,10 @@ def v2(data, shape, datatype="FP64", name="input", **extra):
         ("/v2/models/digits/infer", v2(ROW, [1, 63]), 400, "needs 63 values"),
         ("/v2/models/digits/infer", v2(["a"] * 64, [1, 64], "BYTES"), 400, "takes numbers"),
         ("/v2/models/digits/infer", v2(["x"] * 64, [1, 64]), 400, "holds text"),
+        # numeric text after real numbers is still text (the one-pass float parse must not convert it)
+        ("/v2/models/digits/infer", v2([*ROW[:63], "2.5"], [1, 64]), 400, "holds text"),
+        ("/v2/models/digits/infer", v2([[*ROW[:32], *["1"] * 32]], [1, 64]), 400, "holds text"),
+        ("/invocations", {"instances": [[*ROW[:63], "2.5"]]}, 400, "must hold numbers; row 0 holds '2.5'"),
         ("/v2/models/digits/infer", v2([True] + ROW[1:], [1, 64]), 400, "holds true/false"),
         ("/v2/models/digits/infer", v2([0.5] + ROW[1:], [1, 64], "INT64"), 400, "holds fractions"),
         ("/v2/models/digits/infer", v2([None] + ROW[1:], [1, 64]), 400, "NaN (missing) and infinity"),
@@ -136,7 +140,7 @@ def test_binary_size_mismatch(server):
 
 
 def test_any_request_size_up_to_the_body_limit(server):
-    """A 10,000-row /invocations and a 1,000-row V2 request (max_batch_size 64) are answered, in order."""
+    """A 10,000-row /invocations and a 1,000-row V2 request (max_batch_size 256: split) are answered, in order."""
     rows = np.random.default_rng(0).integers(0, 17, (10_000, 64)).astype(float)
     big = server.client.post("/invocations", json={"instances": rows.tolist()})
     assert big.status_code == 200, big.text[:300]

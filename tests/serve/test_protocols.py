@@ -84,4 +84,4 @@ def test_tritonclient_gets_1000_row_answers(server, digits_run):
     tensor = triton.InferInput("input", [1000, 64], "FP64")
     tensor.set_data_from_numpy(frame.to_numpy(np.float64), binary_data=True)
     result = client.infer("digits", [tensor], outputs=[triton.InferRequestedOutput("predict", binary_data=True)])
-    assert result.as_numpy("predict").tolist() == expected.tolist()  # max_batch_size is 64: split and reassembled
+    assert result.as_numpy("predict").tolist() == expected.tolist()  # max_batch_size 256: split and reassembled

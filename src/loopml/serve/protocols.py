@@ -86,6 +86,40 @@ def _keys(value: Any) -> int:
     return 0
 
 
+def _plain_numbers(raw: bytes, document: Any, has_bools: bool) -> bool:
+    """True when no list of numbers in `document` can hold a string or a boolean: no true/false is
+    written and every quote in `raw` belongs to a key or to a string outside such lists. Then
+    `np.array(values, dtype=float64)` is exact (it would otherwise turn "1.5" and true into numbers),
+    which saves a type-sniffing pass over large bodies."""
+    return not has_bools and raw.count(b'"') == 2 * _strings(document)
+
+
+def _strings(value: Any) -> int:
+    """Keys and string values, not looking inside lists that start with a number or a list (an
+    uncounted string in one of those makes the total short, which only disables the fast path)."""
+    if isinstance(value, str):
+        return 1
+    if isinstance(value, dict):
+        return len(value) + sum(_strings(v) for v in value.values() if isinstance(v, str | dict | list))
+    if isinstance(value, list) and value and isinstance(value[0], str | dict):
+        return sum(_strings(v) for v in value if isinstance(v, str | dict | list))
+    return 0
+
+
+def _floats(values: list, plain: bool) -> np.ndarray | None:
+    """`values` (nested lists of JSON numbers, null for missing) as float64 in one C pass, when
+    `_plain_numbers` vouched for them; None when that is not known or they are ragged."""
+    first = values
+    while isinstance(first, list) and first:
+        first = first[0]
+    if not plain or isinstance(first, bool) or not isinstance(first, int | float):
+        return None
+    try:
+        return np.array(values, dtype=np.float64)
+    except (ValueError, TypeError, OverflowError):  # ragged, or an object among the numbers
+        return None
+
+
 def _refuse_duplicate_keys(raw: bytes) -> None:
     import json
 
@@ -124,10 +158,11 @@ def parse_v2(body: bytes, header_length: str | None, inputs) -> tuple[Rows, dict
         raise RequestError('"id" must be a string')
     _check_outputs(request.get("outputs"))
     scan_bools = b"true" in header or b"false" in header
+    plain = _plain_numbers(header, request, scan_bools)
     tensors: dict[str, tuple[np.ndarray, str]] = {}
     offset = 0
     for index, spec in enumerate(request["inputs"]):
-        name, array, datatype, offset = _v2_tensor(spec, index, binary, offset, scan_bools)
+        name, array, datatype, offset = _v2_tensor(spec, index, binary, offset, scan_bools, plain)
         if name in tensors:
             raise RequestError(f"inputs[{index}]: the input {name!r} is given twice")
         tensors[name] = (array, datatype)
@@ -157,8 +192,8 @@ def _check_outputs(wanted: Any) -> None:
         _object_or_absent(spec.get("parameters"), f"outputs[{i}].parameters")
 
 
-def _v2_tensor(spec: Any, index: int, binary: memoryview, offset: int,
-               scan_bools: bool) -> tuple[str, np.ndarray, str, int]:  # fmt: skip
+def _v2_tensor(spec: Any, index: int, binary: memoryview, offset: int, scan_bools: bool,
+               plain: bool = False) -> tuple[str, np.ndarray, str, int]:  # fmt: skip
     where = f"inputs[{index}]"
     if not isinstance(spec, dict):
         raise RequestError(f"{where} must be an object with name, shape, datatype and data")
@@ -195,7 +230,13 @@ def _v2_tensor(spec: Any, index: int, binary: memoryview, offset: int,
     data = spec["data"]
     if not isinstance(data, list):
         raise RequestError(f"{where}.data must be a list of values")
-    array = _text_array(data, where) if datatype == "BYTES" else _number_array(data, datatype, where, scan_bools)
+    array = _floats(data, plain) if datatype in ("FP64", "FP32", "FP16") else None
+    if array is not None:
+        array = array.astype(V2_TO_NUMPY[datatype], copy=False)
+    elif datatype == "BYTES":
+        array = _text_array(data, where)
+    else:
+        array = _number_array(data, datatype, where, scan_bools)
     if array.size != count:
         raise RequestError(f"{where}: shape {shape} needs {count} values; data has {array.size}")
     return name, array.reshape(shape), datatype, offset
@@ -443,6 +484,7 @@ def parse_mlflow(body: bytes, content_type: str, inputs) -> Rows:
         raise RequestError(f"Content-Type must be application/json or text/csv; got {content_type[:80]!r}", status=415)
     payload = parse_json(body)
     scan_bools = b"true" in body or b"false" in body  # without these bytes no value can be a boolean
+    plain = _plain_numbers(body, payload, scan_bools)
     if not isinstance(payload, dict):
         raise RequestError("the JSON body must be an object with one of dataframe_split, dataframe_records, "
                            "instances, inputs")  # fmt: skip
@@ -461,13 +503,13 @@ def parse_mlflow(body: bytes, content_type: str, inputs) -> Rows:
             raise RequestError(f"dataframe_split has unknown keys {unknown}; expected columns, data and index")
         columns = value.get("columns")
         if columns is None:
-            return _from_rows(value["data"], names, inputs, key, scan_bools)
+            return _from_rows(value["data"], names, inputs, key, scan_bools, plain)
         if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
             raise RequestError("dataframe_split.columns must be a list of column names")
         duplicated = sorted({c for c in columns if columns.count(c) > 1})
         if duplicated:
             raise RequestError(f"dataframe_split.columns names {duplicated[:5]} more than once; each column once")
-        return _from_rows(value["data"], columns, inputs, key, scan_bools)
+        return _from_rows(value["data"], columns, inputs, key, scan_bools, plain)
     if isinstance(value, list) and value and isinstance(value[0], dict):
         return _from_records(value, inputs, key)
     if key == "dataframe_records":
@@ -478,15 +520,16 @@ def parse_mlflow(body: bytes, content_type: str, inputs) -> Rows:
         return _from_columns(value, inputs, key)
     if not isinstance(value, list):
         raise RequestError(f"{key} must be a list of rows, a list of records or an object of columns")
-    return _from_rows(value, names, inputs, key, scan_bools)
+    return _from_rows(value, names, inputs, key, scan_bools, plain)
 
 
-def _from_rows(rows: Any, columns: list[str], inputs: Signature, key: str, scan_bools: bool = True) -> Rows:
+def _from_rows(rows: Any, columns: list[str], inputs: Signature, key: str, scan_bools: bool = True,
+               plain: bool = False) -> Rows:  # fmt: skip
     """Rows as lists whose values follow `columns` (the model's input order when none were given)."""
     if not isinstance(rows, list) or not rows:
         raise RequestError(f"{key} has no rows")
     if inputs.numeric:
-        matrix = _number_rows(rows, len(columns), key, scan_bools)
+        matrix = _number_rows(rows, len(columns), key, scan_bools, plain)
         if matrix is not None:
             names = inputs.names
             _columns_present(columns, names)
@@ -506,13 +549,16 @@ def _from_rows(rows: Any, columns: list[str], inputs: Signature, key: str, scan_
     return _from_columns({c: [r[j] for r in rows] for j, c in enumerate(columns)}, inputs, key)
 
 
-def _number_rows(rows: list, width: int, key: str, scan_bools: bool = True) -> np.ndarray | None:
+def _number_rows(rows: list, width: int, key: str, scan_bools: bool = True,
+                 plain: bool = False) -> np.ndarray | None:  # fmt: skip
     """The fast path: a regular list of lists of JSON numbers -> a float64 matrix; None otherwise
     (the column path then finds and names the problem)."""
-    try:
-        matrix = np.array(rows)
-    except (ValueError, OverflowError):
-        return None
+    matrix = _floats(rows, plain)
+    if matrix is None:
+        try:
+            matrix = np.array(rows)
+        except (ValueError, OverflowError):
+            return None
     if matrix.dtype.kind not in "iuf":
         return None
     if matrix.ndim == 1 and matrix.shape[0] == width:
