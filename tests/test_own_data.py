@@ -1,5 +1,5 @@
 """Your own data, end to end, with no code written: a raw churn CSV (an ID, text categories, a date,
-missing values, a yes/no target) and a regression CSV (scikit-learn's diabetes) go from
+missing values, a yes/no target) and a house-price regression CSV (a true/false column too) go from
 `loopml init --from` through `loopml run` to a served model that takes the file's own columns over
 both protocols; messy tables get warnings that name the column and the setting."""
 
@@ -117,27 +117,28 @@ def test_changing_the_data_path_retrains_on_the_new_data(churn, tmp_path):
 
 
 def test_a_regression_table_runs_end_to_end(tmp_path, monkeypatch):
-    """diabetes from raw CSV to a served model, then the loop on it: live MAE from feedback, a retrain
-    on the labelled traffic, a canary judged on MAE."""
-    from sklearn.datasets import load_diabetes
-
-    frame = load_diabetes(as_frame=True).frame
-    frame.to_csv(tmp_path / "diabetes.csv", index=False)
-    created = loopml_json("init", "dia", "--from", "diabetes.csv", "--target", "target", "--copy", cwd=tmp_path)
-    assert created["task"] == "regression" and created["data"] == "data/raw/diabetes.csv"
-    project = tmp_path / "dia"
+    """House prices (text categories, a date, a complete true/false column, missing years) from raw
+    CSV to a served model, then the loop on it: live MAE from feedback, a retrain on the labelled
+    traffic, a canary judged on MAE."""
+    frame = examples.house_prices(1200, seed=5)
+    examples.write(frame, str(tmp_path / "houses.csv"))
+    created = loopml_json("init", "houses", "--from", "houses.csv", "--target", "price", "--copy", cwd=tmp_path)
+    assert created["task"] == "regression" and created["data"] == "data/raw/houses.csv"
+    assert created["roles"]["garden"] == "boolean" and created["roles"]["sold_on"] == "datetime"
+    project = tmp_path / "houses"
     assert loopml_json("run", cwd=project)["ok"]
     evaluated = json.loads((project / "outputs" / "evaluate.json").read_text())
-    assert evaluated["metrics"]["r2"] > 0.3 and evaluated["baseline"]["name"] == "mean"
+    assert evaluated["metrics"]["r2"] > 0.5 and evaluated["baseline"]["name"] == "mean"
     assert "Residuals and predicted vs actual" in (project / "reports" / "evaluation.html").read_text()
     scored = tmp_path / "scored.csv"
-    frame.drop(columns="target").head(50).to_csv(tmp_path / "new.csv", index=False)
+    frame.drop(columns="price").head(50).to_csv(tmp_path / "new.csv", index=False)
     loopml("predict", "-i", str(tmp_path / "new.csv"), "-o", str(scored), cwd=project)
-    assert len(pd.read_csv(scored)) == 50 and pd.read_csv(scored)["prediction"].between(0, 400).all()
-    regression_loop(project, frame, monkeypatch)
+    predicted = pd.read_csv(scored)["prediction"]
+    assert len(predicted) == 50 and predicted.between(0, 3 * frame["price"].max()).all()
+    regression_loop(project, frame, "price", monkeypatch)
 
 
-def regression_loop(root, frame: pd.DataFrame, monkeypatch) -> None:
+def regression_loop(root, frame: pd.DataFrame, target: str, monkeypatch) -> None:
     """The world moved (targets 30% higher): traffic with feedback written as a server would, the loop
     retrains (real `dvc repro`), and its canary (traffic written during the loop's waits) is judged on MAE."""
     import time
@@ -155,7 +156,7 @@ def regression_loop(root, frame: pd.DataFrame, monkeypatch) -> None:
         monkeypatch.setenv(f"LOOPML_LOOP__{name}", value)
     project = Project(root)
     policy = inference_log.LogPolicy.of(MonitorConfig(), project.inference_log)
-    features, moved = frame.drop(columns="target"), frame["target"] * 1.3
+    features, moved = frame.drop(columns=target), frame[target] * 1.3
     registry = Registry.of(project)
 
     def serve(version: str, rows: range) -> None:

@@ -484,11 +484,18 @@ def _signature(predictor, example: pd.DataFrame):
 
 
 def _example(predictor, example: pd.DataFrame) -> pd.DataFrame:
-    """Two conformed rows, dates as ISO text (what a JSON client sends)."""
-    rows = predictor.conform(example.head(2))
+    """Two conformed rows, complete ones when there are, as a JSON client sends them: dates as ISO
+    text, booleans as true/false (conform holds them as 1.0/0.0, which MLflow's schema check refuses
+    for a boolean column)."""
+    complete = example.dropna()
+    rows = predictor.conform((complete if len(complete) >= 2 else example).head(2))
     for spec in predictor.inputs:
         if spec.kind == "datetime":
             rows[spec.name] = rows[spec.name].dt.strftime("%Y-%m-%dT%H:%M:%S").astype(object)
+        elif spec.kind == "bool":
+            values = rows[spec.name]
+            rows[spec.name] = values.astype(bool) if values.notna().all() else values.map(
+                lambda v: None if pd.isna(v) else bool(v)).astype(object)  # fmt: skip
     return rows
 
 
