@@ -61,7 +61,10 @@ def skrub_score(csv: Path, target: str, task: str, read: dict) -> float:
 
 def loopml(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
-    return subprocess.run([str(BIN / "loopml"), *args], cwd=cwd, env=env, capture_output=True, text=True, check=True)
+    done = subprocess.run([str(BIN / "loopml"), *args], cwd=cwd, env=env, capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"loopml {' '.join(args)} failed in {cwd}:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+    return done
 
 
 def main() -> None:

@@ -151,7 +151,7 @@ def _own_config(name: str, task: str, reason: str, path: str, target: str, roles
         "model:                             # raw columns in, preprocessing inside the model\n"
         "  type: sklearn\n"
         f"  estimator: sklearn.ensemble.{estimator}\n"
-        "  params: {max_iter: 300, early_stopping: false, random_state: 42}\n"
+        "  params: {random_state: 42}         # scikit-learn's defaults: 100 rounds, early stopping past 10,000 rows\n"
         "  preprocess: auto                 # categories, dates and missing values handled inside the model\n\n"
         "train:\n"
         "  seed: 42                         # scikit-learn estimators take their other settings from model.params\n\n"
