@@ -39,11 +39,12 @@ format: setup
 	$(BIN)/ruff check --fix src tests bench
 	$(BIN)/ruff format src tests bench
 
-# Benchmarks print loopml beside its peers; serve_vs_mlflow needs wrk (apt-get install wrk).
+# Benchmarks print loopml beside its peers; the serving ones need wrk (apt-get install wrk).
 bench: setup
 	$(BIN)/python bench/rerun.py
 	$(BIN)/python bench/train_overhead.py
-	$(BIN)/python bench/serve_vs_mlflow.py
+	$(BIN)/python bench/serve_vs_peers.py
+	$(BIN)/python bench/own_data.py
 	$(BIN)/python bench/drift_vs_evidently.py
 
 # Environments. CPU: the default .venv. CUDA: a separate .venv-cuda with PyTorch's CUDA build,

@@ -9,7 +9,7 @@ LogisticRegression on the 8x8 digits, fitted once and handed to every server.
 Printed per server: req/s, p50, p99 and the server's CPU (cores busy) at concurrency 16 and 64 with
 1-row requests, and rows/s with 1,000-row requests at concurrency 4; then the ratios. Targets
 (issue 10): loopml >= 3x the best peer and >= 1/3 of the ceiling at c=16 and c=64; 1,000-row
-requests at >= MLServer's rows/s.
+requests at >= MLServer's rows/s; and (issue 3) dynamic batching >= 3x loopml without it at c=64.
 
 Run: `python bench/serve_vs_peers.py [--seconds 10] [--skip triton,mlserver,mlflow]` (needs `wrk`:
 apt-get install wrk). The peers' venvs are built once under bench/out/.
@@ -38,6 +38,7 @@ import psutil
 BIN = Path(sys.executable).parent
 OUT = Path(__file__).resolve().parent / "out"
 SKLEARN = __import__("sklearn").__version__
+UNBATCHED = "loopml /invocations, max_batch_size 1"
 
 
 def free_port() -> int:
@@ -240,6 +241,11 @@ def main() -> None:
             with server(cmd, port, "/v2/health/ready", cwd=root) as proc:
                 measure("loopml V2", f"http://127.0.0.1:{port}/v2/models/digits/infer", *bodies["v2"], proc)
                 measure("loopml /invocations", f"http://127.0.0.1:{port}/invocations", *bodies["mlflow"], proc)
+            port = free_port()  # the same server without batching: what dynamic batching buys
+            cmd = [*cmd[:5], str(port), *cmd[6:], "--max-batch-size", "1"]
+            with server(cmd, port, "/v2/health/ready", cwd=root) as proc:
+                results[(UNBATCHED, "c64")] = wrk(f"http://127.0.0.1:{port}/invocations", bodies["mlflow"][0],
+                                                  "application/json", 64, args.seconds, proc)  # fmt: skip
 
         def echo() -> None:
             (root / "echo.py").write_text(ECHO)
@@ -317,7 +323,7 @@ def report(results: dict, seconds: int) -> None:
         print(f"{name:28s} {load:>14s} {r['rps']:9,.0f} {rows:10,.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} "
               f"{r['cpu']:5.2f} {r['non_2xx']:8d}")  # fmt: skip
     ours = ("loopml V2", "loopml /invocations")
-    peers = [n for n, _ in results if n not in ours and not n.startswith("raw ASGI")]
+    peers = [n for n, _ in results if n not in (*ours, UNBATCHED) and not n.startswith("raw ASGI")]
     print()
     for load in ("c16", "c64"):
         if not any((n, load) in results for n in ours):
@@ -332,6 +338,10 @@ def report(results: dict, seconds: int) -> None:
         ceiling = results.get(("raw ASGI echo (ceiling)", load))
         if ceiling:
             print(f"{load}: loopml = {best_ours / ceiling['rps']:.2f} of the raw-ASGI ceiling (target >= 0.33)")
+    if (UNBATCHED, "c64") in results:
+        batched = results[("loopml /invocations", "c64")]["rps"]
+        print(f"c64: dynamic batching {batched:,.0f} req/s = {batched / results[(UNBATCHED, 'c64')]['rps']:.2f}x "
+              "max_batch_size 1 (target >= 3x, issue 3)")  # fmt: skip
     if ("MLServer (sklearn)", "1000 rows c4") in results and ("loopml V2", "1000 rows c4") in results:
         mine = max(results[(n, "1000 rows c4")]["rps"] for n in ours) * 1000
         theirs = results[("MLServer (sklearn)", "1000 rows c4")]["rps"] * 1000

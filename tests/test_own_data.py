@@ -18,7 +18,7 @@ from loopml import examples
 from loopml.serve.settings import ServeSettings
 from loopml.uri import ModelRef
 from loopml_runtime import Predictor
-from tests.conftest import loopml, loopml_json
+from tests.conftest import NO_WALL_CLOCK_GATE, loopml, loopml_json
 from tests.serve.conftest import LiveServer
 
 pytestmark = pytest.mark.slow
@@ -154,6 +154,8 @@ def regression_loop(root, frame: pd.DataFrame, target: str, monkeypatch) -> None
                      "MAX_METRIC_DROP": "0.05"}  # fmt: skip
     for name, value in loop_settings.items():
         monkeypatch.setenv(f"LOOPML_LOOP__{name}", value)
+    for name, value in NO_WALL_CLOCK_GATE.items():  # the retrain runs in this process's environment
+        monkeypatch.setenv(name, value)
     project = Project(root)
     policy = inference_log.LogPolicy.of(MonitorConfig(), project.inference_log)
     features, moved = frame.drop(columns=target), frame[target] * 1.3

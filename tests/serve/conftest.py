@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import threading
 import time
 from pathlib import Path
@@ -87,7 +89,8 @@ def raw_request(port: int, data: bytes, timeout: float = 10) -> bytes:
     import socket
 
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        sock.sendall(data)
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # a server may stop reading early
+            sock.sendall(data)
         chunks = []
         try:
             while chunk := sock.recv(65536):

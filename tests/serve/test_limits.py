@@ -50,6 +50,10 @@ def test_header_size_and_count_are_bounded(served):
     port, url, _ = served
     big = raw_request(port, b"GET /v2/health/live HTTP/1.1\r\nhost: x\r\nx-big: " + b"a" * (32 << 20) + b"\r\n\r\n")
     assert big.startswith(b"HTTP/1.1 431") and b"serve.max_header_kb" in big
+    # refused while the header is still arriving, not once it is complete (httptools would buffer it whole)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nhost: x\r\nx-big: " + b"a" * (1 << 20))
+        assert sock.recv(4096).startswith(b"HTTP/1.1 431")
     many = raw_request(port, b"GET /v2/health/live HTTP/1.1\r\nhost: x\r\n" + b"x-a: 1\r\n" * 500 + b"\r\n")
     assert many.startswith(b"HTTP/1.1 431") and b"serve.max_headers" in many
     assert httpx.post(url + "/v2/models/digits/infer", json=ROW).status_code == 200

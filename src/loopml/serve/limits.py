@@ -2,6 +2,11 @@
 header-read timeout that also closes connections that never send anything (slowloris, idle
 floods), and a timeout between the pieces of a body.
 
+Header bytes are counted as they arrive, not only per parsed header: httptools hands a header over
+once it is complete, so a 1 GB header line would otherwise be buffered whole before the 431. A
+refused connection answers, then reads and drops what the client still sends until it goes quiet
+(a lingering close, as nginx does): closing at once would reset the connection and lose the answer.
+
 uvicorn takes the protocol class as `http=`: `limited_protocol(serve_config)` builds it. The
 timeouts cost a timestamp per request: one sweeper per event loop looks at every open connection
 twice a second (no timer per request: a heap push and pop each would show in the req/s).
@@ -16,7 +21,10 @@ import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 SWEEP_S = 0.5  # how often connections are checked against their deadlines
-WAITING, HEADERS, BODY = 0, 1, 2  # what a connection is waiting for: a request, the rest of its headers, its body
+LINGER_QUIET_S = 1.0  # a refused connection is closed once the client has sent nothing for this long ...
+LINGER_MAX_S = 30.0  # ... or this long after the refusal at most
+# what a connection is waiting for: a request, the rest of its headers, its body; or refused and draining
+WAITING, HEADERS, BODY, DRAINING = 0, 1, 2, 3
 
 
 class _Refused(Exception):
@@ -41,9 +49,11 @@ def limited_protocol(cfg) -> type[HttpToolsProtocol]:
     class LimitedHttpTools(HttpToolsProtocol):
         def connection_made(self, transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
-            self._header_bytes = self._headers_seen = 0
+            self._header_bytes = self._headers_seen = self._header_raw = 0
+            self._tail = b""  # the last bytes of the previous piece: a blank line may straddle two
             self._refusal: _Refused | None = None
             self._state, self._since = HEADERS, time.monotonic()  # a new connection owes a request now
+            self._refused_at = 0.0
             live.add(self)
             if not sweeper or sweeper[0].done():
                 sweeper[:] = [self.loop.create_task(sweep())]
@@ -53,6 +63,15 @@ def limited_protocol(cfg) -> type[HttpToolsProtocol]:
             super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
+            if self._state == DRAINING:  # refused: read and dropped, memory stays flat
+                self._since = time.monotonic()
+                return
+            if self._state == HEADERS:
+                self._header_raw += len(data)
+                if self._header_raw > max_bytes and b"\r\n\r\n" not in self._tail + data:
+                    self._refuse(_too_large())
+                    return
+                self._tail = data[-3:]
             # uvicorn's own, but a refusal raised in a parser callback answers with its status
             self._unset_keepalive_if_required()
             self._refusal = None
@@ -71,7 +90,8 @@ def limited_protocol(cfg) -> type[HttpToolsProtocol]:
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
-            self._header_bytes = self._headers_seen = 0
+            self._header_bytes = self._headers_seen = self._header_raw = 0
+            self._tail = b""
             if self._state == WAITING:  # the next request on a keep-alive connection: its own header clock
                 self._state, self._since = HEADERS, time.monotonic()
 
@@ -104,15 +124,16 @@ def limited_protocol(cfg) -> type[HttpToolsProtocol]:
         def _count(self, size: int) -> None:
             self._header_bytes += size
             if self._header_bytes > max_bytes:
-                self._refusal = _Refused(431, b"Request Header Fields Too Large",
-                                         f"the request line and headers exceed {cfg.max_header_kb:g} KiB "
-                                         "(serve.max_header_kb)")  # fmt: skip
+                self._refusal = _too_large()
                 raise self._refusal
 
         def _check(self, now: float) -> None:
             if self.transport.is_closing():
                 return
-            if self._state == HEADERS and now - self._since > cfg.header_timeout_s:
+            if self._state == DRAINING:
+                if now - self._since > LINGER_QUIET_S or now - self._refused_at > LINGER_MAX_S:
+                    self.transport.close()
+            elif self._state == HEADERS and now - self._since > cfg.header_timeout_s:
                 if self.cycle is None or self.cycle.response_complete:
                     self._refuse(_Refused(408, b"Request Timeout", f"no complete request within "
                                           f"{cfg.header_timeout_s:g} s (serve.header_timeout_s)"))  # fmt: skip
@@ -126,7 +147,20 @@ def limited_protocol(cfg) -> type[HttpToolsProtocol]:
                 b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
             )
             self.transport.write(head % (refused.status, refused.reason, len(body)) + body)
-            live.discard(self)
-            self.transport.close()
+            if self.cycle is not None and not self.cycle.response_complete:  # an earlier request still answers
+                live.discard(self)
+                self.transport.close()
+                return
+            self._state, self._since = DRAINING, time.monotonic()
+            self._refused_at = self._since
+            try:
+                self.transport.write_eof()  # the answer, then end of stream; reading goes on until the client stops
+            except (NotImplementedError, RuntimeError, OSError):
+                live.discard(self)
+                self.transport.close()
+
+    def _too_large() -> _Refused:
+        return _Refused(431, b"Request Header Fields Too Large", f"the request line and headers exceed "
+                        f"{cfg.max_header_kb:g} KiB (serve.max_header_kb)")  # fmt: skip
 
     return LimitedHttpTools
