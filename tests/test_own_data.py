@@ -1,5 +1,5 @@
 """Your own data, end to end, with no code written: a raw churn CSV (an ID, text categories, a date,
-missing values, a yes/no target) and a house-price regression CSV (a true/false column too) go from
+missing values, a true/false column, a yes/no target) and a regression CSV (scikit-learn's diabetes) go from
 `loopml init --from` through `loopml run` to a served model that takes the file's own columns over
 both protocols; messy tables get warnings that name the column and the setting."""
 
@@ -41,7 +41,8 @@ def test_init_reads_the_task_and_the_roles(churn):
     assert created["task"] == "classification" and "text" in created["task_reason"]
     assert created["roles"] == {"customer_id": "id", "plan": "categorical", "region": "categorical",
                                 "tenure_months": "numeric", "monthly_fee": "numeric", "support_tickets": "numeric",
-                                "signup_date": "datetime", "payment": "categorical"}  # fmt: skip
+                                "signup_date": "datetime", "payment": "categorical",
+                                "paperless": "boolean"}  # fmt: skip
     config = yaml.safe_load((project / "loopml.yaml").read_text())
     assert config["data"]["columns"]["customer_id"] == "id" and config["data"]["path"] == str(source)
     assert not (project / "prepare.py").exists()
@@ -82,6 +83,7 @@ def test_served_model_takes_the_raw_columns_over_both_protocols(churn):
         meta = client.get_model_metadata("churn")
         kinds = {i["name"]: i["datatype"] for i in meta["inputs"]}
         assert kinds["plan"] == "BYTES" and kinds["signup_date"] == "BYTES" and kinds["monthly_fee"] == "FP64"
+        assert kinds["paperless"] == "BOOL"
         assert "customer_id" not in kinds  # an ID is not an input
         inputs = []
         for column, datatype in kinds.items():
@@ -89,6 +91,8 @@ def test_served_model_takes_the_raw_columns_over_both_protocols(churn):
             tensor = triton.InferInput(column, [len(rows)], datatype)
             if datatype == "BYTES":
                 tensor.set_data_from_numpy(np.array([str(v) if v is not None else "" for v in values], dtype=object))
+            elif datatype == "BOOL":
+                tensor.set_data_from_numpy(values.astype(bool))
             else:
                 tensor.set_data_from_numpy(values.astype(np.int64 if datatype == "INT64" else np.float64))
             inputs.append(tensor)
@@ -117,25 +121,24 @@ def test_changing_the_data_path_retrains_on_the_new_data(churn, tmp_path):
 
 
 def test_a_regression_table_runs_end_to_end(tmp_path, monkeypatch):
-    """House prices (text categories, a date, a complete true/false column, missing years) from raw
-    CSV to a served model, then the loop on it: live MAE from feedback, a retrain on the labelled
-    traffic, a canary judged on MAE."""
-    frame = examples.house_prices(1200, seed=5)
-    examples.write(frame, str(tmp_path / "houses.csv"))
-    created = loopml_json("init", "houses", "--from", "houses.csv", "--target", "price", "--copy", cwd=tmp_path)
-    assert created["task"] == "regression" and created["data"] == "data/raw/houses.csv"
-    assert created["roles"]["garden"] == "boolean" and created["roles"]["sold_on"] == "datetime"
-    project = tmp_path / "houses"
+    """diabetes from raw CSV to a served model, then the loop on it: live MAE from feedback, a retrain
+    on the labelled traffic, a canary judged on MAE."""
+    from sklearn.datasets import load_diabetes
+
+    frame = load_diabetes(as_frame=True).frame
+    frame.to_csv(tmp_path / "diabetes.csv", index=False)
+    created = loopml_json("init", "dia", "--from", "diabetes.csv", "--target", "target", "--copy", cwd=tmp_path)
+    assert created["task"] == "regression" and created["data"] == "data/raw/diabetes.csv"
+    project = tmp_path / "dia"
     assert loopml_json("run", cwd=project)["ok"]
     evaluated = json.loads((project / "outputs" / "evaluate.json").read_text())
-    assert evaluated["metrics"]["r2"] > 0.5 and evaluated["baseline"]["name"] == "mean"
+    assert evaluated["metrics"]["r2"] > 0.3 and evaluated["baseline"]["name"] == "mean"
     assert "Residuals and predicted vs actual" in (project / "reports" / "evaluation.html").read_text()
     scored = tmp_path / "scored.csv"
-    frame.drop(columns="price").head(50).to_csv(tmp_path / "new.csv", index=False)
+    frame.drop(columns="target").head(50).to_csv(tmp_path / "new.csv", index=False)
     loopml("predict", "-i", str(tmp_path / "new.csv"), "-o", str(scored), cwd=project)
-    predicted = pd.read_csv(scored)["prediction"]
-    assert len(predicted) == 50 and predicted.between(0, 3 * frame["price"].max()).all()
-    regression_loop(project, frame, "price", monkeypatch)
+    assert len(pd.read_csv(scored)) == 50 and pd.read_csv(scored)["prediction"].between(0, 400).all()
+    regression_loop(project, frame, "target", monkeypatch)
 
 
 def regression_loop(root, frame: pd.DataFrame, target: str, monkeypatch) -> None:

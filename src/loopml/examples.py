@@ -1,7 +1,7 @@
 """Raw example tables, generated (no download): what users bring to `loopml init --from`.
 
-    churn(n)          customers: an ID, text categories, a signup date, numbers with missing values,
-                      a yes/no target that depends on them (with noise)
+    churn(n)          customers: an ID, text categories, a signup date, a true/false column, numbers
+                      with missing values, a yes/no target that depends on them (with noise)
     house_prices(n)   a regression table: numbers, a neighbourhood, a sale date, missing values
     messy(n)          duplicates, an empty and a constant column, mixed types, spaces in names,
                       a column that leaks the target; written as Latin-1 with ";" and decimal ","
@@ -32,14 +32,16 @@ def churn(n: int = 5000, seed: int = 0) -> pd.DataFrame:
     tickets = rng.poisson(1.2, n)
     signup = pd.Timestamp("2022-01-01") + pd.to_timedelta(rng.integers(0, 1000, n), unit="D")
     payment = rng.choice(PAYMENT, n)
-    score = (-1.2 + 0.9 * (plan == "basic") - 0.035 * tenure + 0.45 * tickets + 0.6 * (payment == "cash")
-             + 0.4 * (region == "south") + 0.002 * (signup - pd.Timestamp("2022-01-01")).days.to_numpy()
-             + rng.normal(0, 0.8, n))  # fmt: skip
+    paperless = rng.random(n) < 0.6
+    score = (-1.35 + 0.9 * (plan == "basic") + 0.3 * paperless - 0.035 * tenure + 0.45 * tickets
+             + 0.6 * (payment == "cash") + 0.4 * (region == "south")
+             + 0.002 * (signup - pd.Timestamp("2022-01-01")).days.to_numpy() + rng.normal(0, 0.8, n))  # fmt: skip
     churned = np.where(score > 0, "yes", "no")
     frame = pd.DataFrame({
         "customer_id": [f"C{100000 + i}" for i in range(n)], "plan": plan, "region": region,
         "tenure_months": tenure, "monthly_fee": monthly, "support_tickets": tickets,
-        "signup_date": signup.strftime("%Y-%m-%d"), "payment": payment, "churned": churned,
+        "signup_date": signup.strftime("%Y-%m-%d"), "payment": payment, "paperless": paperless,
+        "churned": churned,
     })  # fmt: skip
     for column, share in (("monthly_fee", 0.05), ("region", 0.03), ("tenure_months", 0.04)):
         frame.loc[rng.random(n) < share, column] = None
