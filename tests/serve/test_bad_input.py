@@ -89,6 +89,7 @@ def test_bad_requests(server, path, body, status, words):
         (b'{"instances": [[NaN' + b",0" * 63 + b"]]}", "application/json", "send null"),
         (b'{"instances": [[Infinity' + b",0" * 63 + b"]]}", "application/json", "not valid JSON"),
         (b'{"instances": [[0]], "instances": [[1]]}', "application/json", "repeats the key 'instances'"),
+        (b'{"instances": [[{"a": 1, "a": 2}]]}', "application/json", "repeats the key 'a'"),  # under a list
         (b"\xff\xfe{}", "application/json", "not valid UTF-8"),
         (b"{nope", "application/json", "not valid JSON"),
         ((HEADER + "\n" + ",".join(["0"] * 65) + "\n").encode(), "text/csv", "Expected 64 columns, got 65"),

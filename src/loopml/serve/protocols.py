@@ -17,7 +17,7 @@ import contextlib
 import io
 import math
 import struct
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -62,36 +62,63 @@ class RequestError(Exception):
 # -- JSON ---------------------------------------------------------------------------------------
 
 
+# Bytes a JSON array of numbers is made of. Deleting them leaves a small remainder (keys, strings,
+# literals) that is cheap to count in: one pass over a large body instead of four.
+NUMBER_BYTES = b"0123456789.,-+eE[] \t\r\n"
+
+
+class Shape(NamedTuple):
+    """What one pass over a JSON body's bytes tells: colons and quotes written, and whether a
+    true/false literal may be there ("e" is a number byte, so they read "tru" and "fals"; a key
+    holding those letters only sends the checks down their slower path)."""
+
+    colons: int
+    quotes: int
+    bools: bool
+
+    @classmethod
+    def of(cls, raw: bytes) -> Shape:
+        rest = raw.translate(None, NUMBER_BYTES)
+        return cls(rest.count(b":"), rest.count(b'"'), b"tru" in rest or b"fals" in rest)
+
+
 def parse_json(raw: bytes) -> Any:
     """Strict JSON: valid UTF-8, no NaN/Infinity literals, no numbers past float range, at most
     1024 levels deep (orjson's limits), and no duplicate keys in any object."""
+    return parse_json_shaped(raw)[0]
+
+
+def parse_json_shaped(raw: bytes) -> tuple[Any, Shape]:
+    """parse_json, and the body's Shape for the numeric fast paths."""
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         text = str(exc)
         hint = "; send null for a missing value" if "NaN" in text or "expected a JSON value" in text else ""
         raise RequestError(f"the body is not valid JSON: {text}{hint}") from None
-    if raw.count(b":") != _keys(value):  # cheap: equal counts prove there are no duplicates
+    shape = Shape.of(raw)
+    if shape.colons != _keys(value):  # cheap: equal counts prove there are no duplicates
         _refuse_duplicate_keys(raw)
-    return value
+    return value, shape
 
 
 def _keys(value: Any) -> int:
-    """Keys in every object of a parsed document (lists of plain values are skipped: an object
-    inside one would make the count short, which only sends the check down the precise path)."""
+    """Keys in every object of a parsed document, not looking inside lists that start with a plain
+    value or a list (an object in one of those makes the count short, which only sends the check
+    down the precise path)."""
     if isinstance(value, dict):
         return len(value) + sum(_keys(v) for v in value.values() if isinstance(v, dict | list))
-    if isinstance(value, list) and value and isinstance(value[0], dict | list):
+    if isinstance(value, list) and value and isinstance(value[0], dict):
         return sum(_keys(v) for v in value if isinstance(v, dict | list))
     return 0
 
 
-def _plain_numbers(raw: bytes, document: Any, has_bools: bool) -> bool:
+def _plain_numbers(shape: Shape, document: Any) -> bool:
     """True when no list of numbers in `document` can hold a string or a boolean: no true/false is
-    written and every quote in `raw` belongs to a key or to a string outside such lists. Then
+    written and every quote belongs to a key or to a string outside such lists. Then
     `np.array(values, dtype=float64)` is exact (it would otherwise turn "1.5" and true into numbers),
     which saves a type-sniffing pass over large bodies."""
-    return not has_bools and raw.count(b'"') == 2 * _strings(document)
+    return not shape.bools and shape.quotes == 2 * _strings(document)
 
 
 def _strings(value: Any) -> int:
@@ -150,15 +177,15 @@ def parse_v2(body: bytes, header_length: str | None, inputs) -> tuple[Rows, dict
         header, binary = body[:split], memoryview(body)[split:]
     else:
         header, binary = body, memoryview(b"")
-    request = parse_json(header)
+    request, shape = parse_json_shaped(header)
     if not isinstance(request, dict) or not isinstance(request.get("inputs"), list) or not request["inputs"]:
         raise RequestError('a V2 infer request is a JSON object with a non-empty "inputs" list')
     _object_or_absent(request.get("parameters"), "parameters")
     if "id" in request and not isinstance(request["id"], str):
         raise RequestError('"id" must be a string')
     _check_outputs(request.get("outputs"))
-    scan_bools = b"true" in header or b"false" in header
-    plain = _plain_numbers(header, request, scan_bools)
+    scan_bools = shape.bools
+    plain = _plain_numbers(shape, request)
     tensors: dict[str, tuple[np.ndarray, str]] = {}
     offset = 0
     for index, spec in enumerate(request["inputs"]):
@@ -482,9 +509,9 @@ def parse_mlflow(body: bytes, content_type: str, inputs) -> Rows:
         return _csv(body, inputs)
     if kind not in ("application/json", ""):
         raise RequestError(f"Content-Type must be application/json or text/csv; got {content_type[:80]!r}", status=415)
-    payload = parse_json(body)
-    scan_bools = b"true" in body or b"false" in body  # without these bytes no value can be a boolean
-    plain = _plain_numbers(body, payload, scan_bools)
+    payload, shape = parse_json_shaped(body)
+    scan_bools = shape.bools  # without true/false written no value can be a boolean
+    plain = _plain_numbers(shape, payload)
     if not isinstance(payload, dict):
         raise RequestError("the JSON body must be an object with one of dataframe_split, dataframe_records, "
                            "instances, inputs")  # fmt: skip
