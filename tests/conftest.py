@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,21 @@ def loopml(*args: str, cwd: Path, env: dict[str, str] | None = None, check: bool
 
 def loopml_json(*args: str, cwd: Path, env: dict[str, str] | None = None):
     return json.loads(loopml(*args, "--json", cwd=cwd, env=env).stdout)
+
+
+def wait_ready(url: str, proc: subprocess.Popen, seconds: float = 120) -> None:
+    """Until `loopml serve` at `url` answers ready; fails if the process dies or time runs out."""
+    import httpx
+
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if httpx.get(url + "/v2/health/ready", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline and proc.poll() is None, "the server did not start"
+        time.sleep(0.2)
 
 
 def free_port() -> int:

@@ -59,15 +59,10 @@ class Predictor:
         if not name:
             return None
         path = self.path / name
-        module_name = f"loopml_user_{Path(name).stem}"
-        spec = importlib.util.spec_from_file_location(module_name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module
         try:
-            spec.loader.exec_module(module)
+            return import_user_file(path)
         except Exception as exc:
             raise PackageError(f"{path}: importing the model's code failed: {type(exc).__name__}: {exc}") from exc
-        return module
 
     def _load_joblib(self, name: str):
         import joblib
@@ -203,3 +198,14 @@ ARGMAX_CLASSIFIERS = {"LogisticRegression", "HistGradientBoostingClassifier", "R
 def _argmax_predicts(model) -> bool:
     final = model.steps[-1][1] if hasattr(model, "steps") else model
     return type(final).__name__ in ARGMAX_CLASSIFIERS and hasattr(model, "classes_")
+
+
+def import_user_file(path: Path):
+    """A user's model file imported as `loopml_user_<stem>`: the name training imports it by and a
+    served package imports it by again (pickles of custom estimators refer to it)."""
+    module_name = f"loopml_user_{path.stem}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module

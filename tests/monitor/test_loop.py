@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import BIN, FAST, copy_project, free_port, loopml, loopml_json, tool_env
+from tests.conftest import BIN, FAST, copy_project, free_port, loopml, loopml_json, tool_env, wait_ready
 
 pytestmark = pytest.mark.slow
 
@@ -99,15 +99,7 @@ def served(trained_once, tmp_path_factory):
                             env=tool_env({**LOOP, "LOOPML_SERVE__REGISTRY_POLL_S": "0"}),
                             stdout=server_log, stderr=subprocess.STDOUT)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if httpx.get(url + "/v2/health/ready", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline and proc.poll() is None, "the server did not start"
-        time.sleep(0.2)
+    wait_ready(url, proc)
     yield project, url
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=60)

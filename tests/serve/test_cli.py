@@ -2,14 +2,13 @@
 
 import signal
 import subprocess
-import time
 
 import httpx
 import pandas as pd
 import pytest
 
 from loopml_runtime import Predictor
-from tests.conftest import BIN, free_port, loopml, loopml_json, tool_env
+from tests.conftest import BIN, free_port, loopml, loopml_json, tool_env, wait_ready
 
 pytestmark = pytest.mark.slow
 
@@ -19,13 +18,7 @@ def test_serve_command_answers_then_stops_cleanly_on_ctrl_c(digits_run):
     proc = subprocess.Popen([str(BIN / "loopml"), "serve", "--port", str(port)], cwd=digits_run, env=tool_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
+        wait_ready(f"http://127.0.0.1:{port}", proc)
         response = httpx.post(f"http://127.0.0.1:{port}/invocations", json={"instances": [[0.0] * 64]})
         assert response.status_code == 200 and len(response.json()["predictions"]) == 1
     finally:

@@ -12,7 +12,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import BIN, free_port, tool_env
+from tests.conftest import BIN, free_port, tool_env, wait_ready
 from tests.serve.conftest import raw_request
 
 pytestmark = pytest.mark.slow
@@ -28,15 +28,7 @@ def served(digits_run):
     proc = subprocess.Popen([str(BIN / "loopml"), "serve", "--port", str(port), "--no-access-log"], cwd=digits_run,
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if httpx.get(url + "/v2/health/ready", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline and proc.poll() is None, "the server did not start"
-        time.sleep(0.2)
+    wait_ready(url, proc)
     yield port, url, psutil.Process(proc.pid)
     proc.terminate()
     proc.wait(timeout=60)

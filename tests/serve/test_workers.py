@@ -15,7 +15,7 @@ import pytest
 
 from loopml.project import Project
 from loopml.registry import Registry
-from tests.conftest import BIN, free_port, tool_env
+from tests.conftest import BIN, free_port, tool_env, wait_ready
 
 pytestmark = pytest.mark.slow
 TOKEN = "workers-token"
@@ -35,16 +35,8 @@ def two_workers(digits_copy):
     proc = subprocess.Popen([str(BIN / "loopml"), "serve", "--port", str(port), "--workers", "2", "--no-access-log"],
                             cwd=digits_copy, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            if httpx.get(url + "/v2/health/ready", timeout=1).status_code == 200:
-                time.sleep(2)  # both workers: the first ready one answers first
-                break
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline and proc.poll() is None, "the server did not start"
-        time.sleep(0.3)
+    wait_ready(url, proc, seconds=180)
+    time.sleep(2)  # both workers: the first ready one answers first
     yield url, proc
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=60)

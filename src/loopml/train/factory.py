@@ -11,12 +11,12 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
-import sys
 from pathlib import Path
 from typing import Any
 
 from loopml.config import ModelConfig
 from loopml.errors import ModelError
+from loopml_runtime.predictor import import_user_file
 
 
 def factory_path(spec: str, root: Path, allow_external: bool = False) -> Path:
@@ -37,12 +37,8 @@ def load_factory(spec: str, root: Path, allow_external: bool = False):
     """`"model.py:build"` -> the function, imported from the project folder."""
     path = factory_path(spec, root, allow_external)
     func_name = spec.rsplit(":", 1)[1]
-    module_name = f"loopml_user_{path.stem}"  # the name packages import it by again (loopml_runtime)
-    module_spec = importlib.util.spec_from_file_location(module_name, path)
-    module = importlib.util.module_from_spec(module_spec)
-    sys.modules[module_name] = module
     try:
-        module_spec.loader.exec_module(module)
+        module = import_user_file(path)
     except Exception as exc:
         raise ModelError(f"model.factory: importing {path.name} failed: {type(exc).__name__}: {exc}") from exc
     func = getattr(module, func_name, None)
