@@ -13,7 +13,8 @@ import pytest
 
 from loopml.errors import NotFound
 from loopml.project import Project
-from loopml.registry import Registry, redact
+from loopml.registry import Registry
+from loopml.store import redact
 from tests.conftest import free_port, loopml, loopml_json
 
 pytestmark = pytest.mark.slow

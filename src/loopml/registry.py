@@ -34,7 +34,7 @@ from mlflow.exceptions import MlflowException
 
 from loopml.contracts import AliasMove, ModelVersion, Tag, plain
 from loopml.errors import LoopmlError, NotFound, RegistryError, RegistryUnavailable
-from loopml.store import check_sqlite
+from loopml.store import check_sqlite, redact
 from loopml.uri import CHALLENGER, CHAMPION, ModelRef
 
 if TYPE_CHECKING:
@@ -56,12 +56,8 @@ for _var, _value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2"), ("MLFLOW_HTTP_REQ
                      ("MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "0.5"), ("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")):  # fmt: skip
     os.environ.setdefault(_var, _value)
 PROBE_TIMEOUT_S = 3.0
+DRIVER_PACKAGES = {"psycopg": "'psycopg[binary]'", "psycopg2": "psycopg2-binary", "pymysql": "pymysql"}
 PACKAGE_FOLDER = "model"  # log_model stores the package under the model's artifacts/model
-
-
-def redact(uri: str) -> str:
-    """A store URI fit for messages and logs: no user, password or token in it."""
-    return re.sub(r"(?<=://)[^/@\s]*@", "", uri)
 
 
 class Registry:
@@ -93,6 +89,44 @@ class Registry:
             path.parent.mkdir(parents=True, exist_ok=True)
         elif uri.startswith(("http://", "https://")):
             self._probe()
+        elif self._database():
+            self._probe_database()
+
+    def _database(self) -> bool:
+        """A database URI (postgresql://, mysql+pymysql://, ...) that MLflow opens with SQLAlchemy."""
+        scheme = self.tracking_uri.split("://", 1)[0]
+        return "://" in self.tracking_uri and not scheme.startswith(("http", "sqlite", "file", "databricks"))
+
+    def _probe_database(self) -> None:
+        """One connection with a short timeout: MLflow itself retries a failing database for 1 min 44 s."""
+        import sqlalchemy
+
+        scheme = self.tracking_uri.split("://", 1)[0]
+        timeout = {"connect_timeout": int(PROBE_TIMEOUT_S)} if scheme.startswith(("postgresql", "mysql")) else {}
+        try:
+            engine = sqlalchemy.create_engine(self.tracking_uri, poolclass=sqlalchemy.pool.NullPool,
+                                              connect_args=timeout)  # fmt: skip
+            with engine.connect():
+                pass
+        except ModuleNotFoundError as exc:
+            raise self._driver_missing(exc) from None
+        except (sqlalchemy.exc.SQLAlchemyError, ValueError) as exc:
+            detail = _hide(str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300])
+            raise RegistryUnavailable(
+                f"cannot open the tracking database {self.where}: {detail}; check MLFLOW_TRACKING_URI (the "
+                "environment or the project's .env): host, port, user, password and database name, and that the "
+                "database exists"
+            ) from None
+
+    def _driver_missing(self, exc: ModuleNotFoundError) -> RegistryUnavailable:
+        # postgresql:// means psycopg 3 to SQLAlchemy 2.1, psycopg2 to earlier versions
+        scheme = self.tracking_uri.split("://", 1)[0].split("+")[0]
+        package = DRIVER_PACKAGES.get(exc.name or "", exc.name)
+        return RegistryUnavailable(
+            f"the tracking URI {self.where} needs the Python module {exc.name!r}, which is not installed: "
+            f"pip install {package}, or name an installed driver in the URI, e.g. {scheme}+psycopg2://… "
+            "(pip install 'loopml[team]' installs psycopg2)"
+        )
 
     def _probe(self) -> None:
         url = self.tracking_uri.rstrip("/") + "/health"
@@ -145,10 +179,20 @@ class Registry:
                 exc.error_code == "INVALID_PARAMETER_VALUE" and "not found" in text
             ):
                 raise NotFound(text) from None
+            if "/mlflow-artifacts/" in text:  # the server proxies artifacts and its artifact store failed
+                raise RegistryUnavailable(
+                    f"the MLflow server at {self.where} could not {doing}: its artifact store failed. "
+                    "`loopml doctor` shows the store's answer; check the server's --artifacts-destination "
+                    "(the bucket must exist) and its AWS_* credentials and MLFLOW_S3_ENDPOINT_URL"
+                ) from None
             raise RegistryUnavailable(f"MLflow at {self.where} failed to {doing}: {_hide(text)}") from None
+        except ModuleNotFoundError as exc:
+            if not self._database():
+                raise
+            raise self._driver_missing(exc) from None
         except Exception as exc:
             if type(exc).__module__.split(".")[0] not in ("sqlalchemy", "sqlite3", "requests", "urllib3", "botocore",
-                                                          "boto3", "psycopg2"):  # fmt: skip
+                                                          "boto3", "psycopg2", "psycopg"):  # fmt: skip
                 raise
             text = _hide(str(exc).splitlines()[0][:300])
             hint = ""
@@ -297,8 +341,15 @@ class Registry:
                     version = existing[0]
                 else:
                     self._ensure_model()
+                    # MLflow 3 logs models as models:/m-<id>; a tracking server (not a local store)
+                    # refuses that source unless the model id comes with it
+                    model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
                     version = self.client.create_model_version(
-                        self.name, model_uri, run_id=run_id, tags={k: str(v) for k, v in tags.items()}
+                        self.name,
+                        model_uri,
+                        run_id=run_id,
+                        tags={k: str(v) for k, v in tags.items()},
+                        model_id=model_id,
                     )
             for alias in aliases:
                 self._move_alias(alias, str(version.version), reason)

@@ -1,20 +1,81 @@
 """Fast facts about the tracking store without importing MLflow (1-2 s): is a local SQLite store
-sound, does a run or a registered version still exist. `loopml run` asks before `dvc repro`, so a
-reset or replaced store is never mistaken for "cached and registered"."""
+sound, does a run or a registered version still exist, where do the store and its artifacts live and
+do they answer. `loopml run` asks before `dvc repro`, so a reset or replaced store is never mistaken
+for "cached and registered"; `loopml doctor` reports where things live."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import sqlite3
 import urllib.error
 import urllib.parse
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 from loopml.errors import RegistryUnavailable
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 TIMEOUT_S = 5.0
+
+
+def redact(uri: str) -> str:
+    """A store URI fit for messages and logs: no user, password or token in it."""
+    return re.sub(r"(?<=://)[^/@\s]*@", "", uri)
+
+
+@dataclass(frozen=True)
+class StoreFacts:
+    """Where runs, the registry and artifacts live, and whether each answered (None: not asked)."""
+
+    tracking: str  # the tracking URI, without secrets
+    answers: bool | None
+    artifacts: str | None  # where the project's artifacts go (None: not known yet)
+    artifacts_answer: bool | None
+    error: str | None = None
+
+
+def facts(tracking_uri: str, experiment: str, local_artifacts: Path | None = None) -> StoreFacts:
+    """What `loopml doctor` reports about the store of the project (experiment) `experiment`."""
+    where = redact(tracking_uri)
+    if tracking_uri.startswith("sqlite:///"):
+        path = Path(tracking_uri.removeprefix("sqlite:///"))
+        try:
+            check_sqlite(path)
+        except RegistryUnavailable as exc:
+            return StoreFacts(where, False, str(local_artifacts) if local_artifacts else None, None, str(exc))
+        usable = path.is_file() or not path.parent.exists() or os.access(path.parent, os.W_OK)
+        return StoreFacts(where, usable, str(local_artifacts) if local_artifacts else None, usable)
+    if not tracking_uri.startswith(("http://", "https://")):
+        return StoreFacts(where, None, None, None)  # a database URI: MLflow itself will tell
+    try:
+        _get(tracking_uri, "/health")
+    except OSError as exc:
+        return StoreFacts(where, False, None, None, _reason(exc))
+    found = _rest(tracking_uri, "experiments/get-by-name", {"experiment_name": experiment}) or {}
+    location = found.get("experiment", {}).get("artifact_location")
+    if location and not location.startswith("mlflow-artifacts:"):
+        return StoreFacts(where, True, redact(location), None)  # the client writes there itself
+    # artifacts proxied by the server (its --artifacts-destination): a listing goes all the way
+    try:
+        _get(tracking_uri, "/api/2.0/mlflow-artifacts/artifacts?path=")
+    except OSError as exc:
+        return StoreFacts(where, True, location or "proxied by the server", False, _reason(exc))
+    return StoreFacts(where, True, location or "proxied by the server", True)
+
+
+def _get(tracking_uri: str, path: str) -> bytes:
+    with urllib.request.urlopen(tracking_uri.rstrip("/") + path, timeout=TIMEOUT_S) as response:
+        return response.read()
+
+
+def _reason(exc: OSError) -> str:
+    if isinstance(exc, urllib.error.HTTPError):
+        body = exc.read(300).decode("utf-8", "replace")
+        return f"HTTP {exc.code}: {body}".strip()
+    return str(getattr(exc, "reason", exc))
 
 
 def check_sqlite(path: Path) -> None:

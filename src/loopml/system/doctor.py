@@ -12,7 +12,6 @@ The report (`Report.as_dict()`, printed by `--json`) has a stable shape, version
 from __future__ import annotations
 
 import os
-import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,24 +101,23 @@ def _nvml() -> dict[str, Any]:
 
 
 def _mlflow(workdir: Path) -> dict[str, Any] | None:
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if not uri:
-        for folder in (workdir, *workdir.parents):
-            if (folder / "loopml.yaml").is_file():
-                uri = f"sqlite:///{folder / '.loopml' / 'mlflow.db'}"
-                break
-    if not uri:
+    """Where the project's tracking store and artifacts live (its `.env` counts), and whether they answer."""
+    from loopml.errors import ConfigError
+    from loopml.project import Project
+    from loopml.store import facts
+
+    try:
+        project = Project.find(workdir)  # also loads the project's .env (MLFLOW_TRACKING_URI, credentials)
+    except ConfigError:
+        project = None
+    if project is not None:
+        local = project.tracking_uri.startswith("sqlite:")
+        found = facts(project.tracking_uri, project.config.name, project.artifact_location if local else None)
+    elif os.environ.get("MLFLOW_TRACKING_URI"):
+        found = facts(os.environ["MLFLOW_TRACKING_URI"], "Default")
+    else:
         return None
-    if uri.startswith(("http://", "https://")):
-        try:
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=1.0) as response:
-                return {"uri": uri, "answers": response.status == 200}
-        except OSError as exc:
-            return {"uri": uri, "answers": False, "error": str(exc)}
-    if uri.startswith("sqlite:///"):
-        path = Path(uri.removeprefix("sqlite:///"))
-        return {"uri": uri, "answers": path.is_file() or os.access(path.parent, os.W_OK) or not path.parent.exists()}
-    return {"uri": uri, "answers": None}
+    return asdict(found)
 
 
 # -- verdicts ----------------------------------------------------------------------------
@@ -344,10 +342,27 @@ def _resource_verdicts(report: Report, facts: dict[str, Any]) -> None:
     memory = facts.get("memory") or {}
     if memory.get("total_gib") and memory["total_gib"] < 4:
         report.add("memory-low", "warning", f"only {memory['total_gib']} GiB of RAM", "use smaller batches")
-    mlflow = facts.get("mlflow")
-    if mlflow and mlflow.get("answers") is False:
-        report.add("mlflow-unreachable", "warning", f"the MLflow tracking URI {mlflow['uri']} does not answer",
-                   "start the server or unset MLFLOW_TRACKING_URI to use the project's SQLite store")  # fmt: skip
+    _store_verdicts(report, facts.get("mlflow"))
+
+
+def _store_verdicts(report: Report, store: dict[str, Any] | None) -> None:
+    if not store:
+        return
+    if store["answers"] is False:
+        report.add("mlflow-unreachable", "warning",
+                   f"the MLflow tracking store {store['tracking']} does not answer ({store['error']})",
+                   "start the server, fix MLFLOW_TRACKING_URI (environment or the project's .env), or unset it "
+                   "to use the project's SQLite store")  # fmt: skip
+        return
+    if store["artifacts_answer"] is False:
+        report.add("artifacts-unreachable", "warning",
+                   f"the MLflow server {store['tracking']} answers, but its artifact store does not "
+                   f"({store['error']})",
+                   "check the server's --artifacts-destination: the bucket must exist and the server's "
+                   "AWS_* credentials and MLFLOW_S3_ENDPOINT_URL must be right")  # fmt: skip
+        return
+    report.add("mlflow-store", "info", f"runs and models in {store['tracking']}; artifacts in "
+               f"{store['artifacts'] or 'the experiment default (none created yet)'}")  # fmt: skip
 
 
 def _best_index(max_cuda: str | None) -> str:

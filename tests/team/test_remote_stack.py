@@ -1,0 +1,152 @@
+"""The whole loop on the team stack: an MLflow server with its runs and registry in PostgreSQL and
+its artifacts in S3 (SeaweedFS), the project pointing at it through `.env` only. `loopml run`
+trains and registers there, `loopml serve` loads from there, shifted traffic drifts, the loop
+retrains, canaries and promotes there, and a server polling the remote registry follows
+rollback and promote. Also: every way of pointing at a broken store gets a short message."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import BIN, free_port, loopml, loopml_json, make_fast, new_project, tool_env, wait_ready
+from tests.monitor.test_loop import LOOP, Traffic, watch_once
+
+pytestmark = pytest.mark.slow
+
+
+def serve(project: Path, log: Path, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    proc = subprocess.Popen([str(BIN / "loopml"), "serve", "--port", str(port)], cwd=project,
+                            env=tool_env({**LOOP, **env}), stdout=log.open("w"), stderr=subprocess.STDOUT)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    wait_ready(url, proc)
+    return proc, url
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=60)
+
+
+def served_versions(url: str) -> list[str]:
+    return httpx.get(url + "/v2/models/digits", timeout=10).json()["versions"]
+
+
+def wait_until(check, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.5)
+
+
+def test_the_loop_runs_on_an_mlflow_server_with_postgres_and_s3(team_stack, tmp_path):
+    import boto3
+    import psycopg2
+
+    project = new_project(tmp_path, "digits")
+    make_fast(project)
+    # the project learns where the team's server is from .env alone (git-ignored, never loopml.yaml)
+    (project / ".env").write_text(f"MLFLOW_TRACKING_URI={team_stack['MLFLOW_TRACKING_URI']}\n")
+
+    ran = loopml_json("run", cwd=project)
+    assert ran["ok"] and json.loads((project / "outputs" / "register.json").read_text())["version"] == "1"
+    assert not (project / ".loopml" / "mlflow.db").exists()  # nothing went to the local default store
+    # the run and the registered version are rows in PostgreSQL; the model's files are objects in S3
+    with psycopg2.connect(team_stack["LOOPML_STACK_POSTGRES"].replace("+psycopg2", "")) as db, db.cursor() as cur:
+        cur.execute("SELECT version FROM model_versions WHERE name = 'digits'")
+        assert cur.fetchall() == [(1,)]
+        cur.execute("SELECT count(*) FROM runs r JOIN experiments e USING (experiment_id) WHERE e.name = 'digits'")
+        assert cur.fetchone()[0] >= 1  # the training run, which evaluate continues
+    s3 = boto3.client("s3", endpoint_url=team_stack["MLFLOW_S3_ENDPOINT_URL"],
+                      aws_access_key_id=team_stack["AWS_ACCESS_KEY_ID"],
+                      aws_secret_access_key=team_stack["AWS_SECRET_ACCESS_KEY"])  # fmt: skip
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=team_stack["LOOPML_STACK_BUCKET"])["Contents"]]
+    assert any(k.endswith("artifacts/model/loopml-model.json") for k in keys)
+    assert any(k.endswith("reports/evaluation.html") for k in keys)
+    # a re-run asks the server, finds the run and the version, and stays cached
+    again = loopml_json("run", cwd=project)
+    assert again["ok"] and [s["status"] for s in again["stages"]] == ["cached"] * 5, again
+    # doctor says where the store and the artifacts live, and that both answer
+    doctor = loopml_json("doctor", cwd=project)
+    assert doctor["facts"]["mlflow"] == {"tracking": team_stack["MLFLOW_TRACKING_URI"], "answers": True,
+                                         "artifacts": "mlflow-artifacts:/1", "artifacts_answer": True,
+                                         "error": None}  # fmt: skip
+    assert "mlflow-store" in {f["id"] for f in doctor["findings"]}
+
+    # serve from the server's registry; shifted traffic drifts; the loop retrains and promotes v2
+    proc, url = serve(project, tmp_path / "serve.log", {"LOOPML_SERVE__REGISTRY_POLL_S": "0"})
+    try:
+        shifted = Traffic(url, project)
+        shifted.send(40)
+        time.sleep(1)
+        decision = watch_once(project, url, shifted)
+        assert decision["decision"] == "promoted", decision["reason"]
+        assert decision["version"] == "2" and "dataset drift on v1" in decision["evidence"]["trigger"]
+        assert served_versions(url) == ["2"]
+    finally:
+        stop(proc)
+    listed = {v["version"]: v for v in loopml_json("models", "list", cwd=project)}
+    assert listed["2"]["aliases"] == ["champion"] or "champion" in listed["2"]["aliases"]
+
+    # a server that polls the remote registry follows a rollback and a promote made elsewhere
+    proc, url = serve(project, tmp_path / "serve2.log", {"LOOPML_SERVE__REGISTRY_POLL_S": "1"})
+    try:
+        assert served_versions(url) == ["2"]
+        loopml("models", "rollback", "--reason", "team stack test", cwd=project)
+        wait_until(lambda: served_versions(url) == ["1"])
+        loopml("models", "promote", "2", "--reason", "team stack test", cwd=project)
+        wait_until(lambda: served_versions(url) == ["2"])
+    finally:
+        stop(proc)
+
+
+@pytest.mark.parametrize(
+    ("uri", "expected"),
+    [
+        ("postgresql+psycopg2://loopml:wrong-pw@127.0.0.1:{pg}/mlflow", "password authentication failed"),
+        ("postgresql+psycopg2://loopml:{pw}@127.0.0.1:{pg}/no_such_db", 'database "no_such_db" does not exist'),
+        ("postgresql+psycopg2://loopml:{pw}@127.0.0.1:1/mlflow", "Connection refused"),
+        ("postgresql+nodriver://loopml:{pw}@127.0.0.1:{pg}/mlflow", "Can't load plugin"),
+        ("http://loopml:{pw}@127.0.0.1:1", "cannot reach the MLflow server at http://127.0.0.1:1"),
+    ],
+)
+def test_a_broken_store_is_one_short_line_without_secrets(team_stack, tmp_path, uri, expected):
+    pg = team_stack["LOOPML_STACK_POSTGRES"].rsplit(":", 1)[1].split("/")[0]
+    password = team_stack["LOOPML_STACK_POSTGRES"].split(":")[2].split("@")[0]
+    uri = uri.format(pg=pg, pw=password)
+    project = new_project(tmp_path, "digits")
+    done = loopml("models", "list", cwd=project, env={"MLFLOW_TRACKING_URI": uri}, check=False, timeout=60)
+    assert done.returncode == 1
+    assert expected in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert password not in done.stderr + done.stdout and "wrong-pw" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) <= 3, done.stderr
+
+
+def test_postgres_uri_without_the_default_driver_names_the_package(team_stack, tmp_path):
+    """SQLAlchemy 2.1 reads postgresql:// as psycopg 3, which loopml[team] does not install."""
+    pg = team_stack["LOOPML_STACK_POSTGRES"].replace("+psycopg2", "")
+    project = new_project(tmp_path, "digits")
+    done = loopml("models", "list", cwd=project, env={"MLFLOW_TRACKING_URI": pg}, check=False, timeout=60)
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        assert done.returncode == 1 and "pip install 'psycopg[binary]'" in done.stderr, done.stderr
+        assert "postgresql+psycopg2://" in done.stderr
+    else:
+        assert done.returncode == 0, done.stderr
+
+
+def test_the_same_registry_through_the_database_directly(team_stack, tmp_path):
+    """MLFLOW_TRACKING_URI may also name the PostgreSQL database itself (no server in between)."""
+    project = new_project(tmp_path, "digits")
+    listed = loopml_json("models", "list", cwd=project,
+                         env={"MLFLOW_TRACKING_URI": team_stack["LOOPML_STACK_POSTGRES"]})  # fmt: skip
+    assert isinstance(listed, list)
+    assert json.dumps(listed).count('"name": "digits"') == len(listed)
