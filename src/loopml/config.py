@@ -319,6 +319,22 @@ def parse_duration(text: str) -> float:
     return float(match[1]) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]
 
 
+class RemoteConfig(Section):
+    """Where the data versions and stage outputs travel (`loopml run --push`, `loopml data push|pull`):
+    a DVC remote. Its own section, not under `data`: DVC re-runs the stages when `data` changes.
+    Credentials come from the environment or .env (AWS_ACCESS_KEY_ID, ...), never from here."""
+
+    url: str | None = None  # s3://bucket/path, gs://bucket/path, azure://container/path, or a folder
+    endpoint_url: str | None = None  # an S3-compatible server (MinIO, SeaweedFS, Ceph): http(s)://host:port
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _http(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"expected an http(s) URL like http://127.0.0.1:9000; got {value!r}")
+        return value
+
+
 class Config(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # the registered model's name
     task: Literal["classification", "regression"]
@@ -329,6 +345,7 @@ class Config(Section):
     serve: ServeConfig = ServeConfig()
     monitor: MonitorConfig = MonitorConfig()
     loop: LoopConfig = LoopConfig()
+    remote: RemoteConfig = RemoteConfig()
 
     @model_validator(mode="after")
     def _gate_metrics_exist(self) -> Config:

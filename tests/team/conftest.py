@@ -29,7 +29,7 @@ def _free(port: int) -> bool:
     return True
 
 
-def _ports() -> dict[str, int]:
+def stack_ports() -> dict[str, int]:
     """Six consecutive free ports (and SeaweedFS's gRPC ports, each + 10000)."""
     for _ in range(200):
         base = random.randrange(20000, 29000)
@@ -50,7 +50,8 @@ def team_stack(tmp_path_factory) -> dict[str, str]:
             pytest.fail(message)
         pytest.skip(message)
     folder = tmp_path_factory.mktemp("stack")
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **{k: str(v) for k, v in _ports().items()}}
+    ports = {k: str(v) for k, v in stack_ports().items()}
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **ports}
     up = subprocess.run([str(STACK), "up", str(folder)], env=env, capture_output=True, text=True, timeout=300)
     try:
         if up.returncode != 0:

@@ -80,7 +80,12 @@ def test_the_loop_runs_on_an_mlflow_server_with_postgres_and_s3(team_stack, tmp_
                                          "error": None}  # fmt: skip
     assert "mlflow-store" in {f["id"] for f in doctor["findings"]}
 
-    # serve from the server's registry; shifted traffic drifts; the loop retrains and promotes v2
+    # serve from the server's registry; shifted traffic drifts; the loop retrains, pushes the new data
+    # version to the S3 data remote and promotes v2
+    with (project / ".env").open("a") as env:
+        env.write("".join(f"{k}={team_stack[k]}\n" for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")))
+    loopml("data", "remote", "add", f"s3://{team_stack['LOOPML_STACK_BUCKET']}/loop-data",
+           "--endpoint-url", team_stack["MLFLOW_S3_ENDPOINT_URL"], cwd=project)  # fmt: skip
     proc, url = serve(project, tmp_path / "serve.log", {"LOOPML_SERVE__REGISTRY_POLL_S": "0"})
     try:
         shifted = Traffic(url, project)
@@ -89,6 +94,7 @@ def test_the_loop_runs_on_an_mlflow_server_with_postgres_and_s3(team_stack, tmp_
         decision = watch_once(project, url, shifted)
         assert decision["decision"] == "promoted", decision["reason"]
         assert decision["version"] == "2" and "dataset drift on v1" in decision["evidence"]["trigger"]
+        assert "pushed" in decision["evidence"]["data_push"], decision["evidence"]["data_push"]
         assert served_versions(url) == ["2"]
     finally:
         stop(proc)
@@ -150,3 +156,64 @@ def test_the_same_registry_through_the_database_directly(team_stack, tmp_path):
                          env={"MLFLOW_TRACKING_URI": team_stack["LOOPML_STACK_POSTGRES"]})  # fmt: skip
     assert isinstance(listed, list)
     assert json.dumps(listed).count('"name": "digits"') == len(listed)
+
+
+def test_data_versions_travel_through_the_s3_remote(team_stack, tmp_path):
+    import hashlib
+
+    project = new_project(tmp_path, "digits")
+    make_fast(project)
+    secrets = {k: team_stack[k] for k in ("MLFLOW_TRACKING_URI", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    (project / ".env").write_text("".join(f"{k}={v}\n" for k, v in secrets.items()))
+    refused = loopml("run", "--push", cwd=project, check=False)
+    assert refused.returncode == 1 and "--push needs a data remote" in refused.stderr
+    assert not (project / "outputs" / "train.json").exists()  # refused before any work
+
+    prefix = f"dvc-{tmp_path.name}"
+    loopml("data", "remote", "add", f"s3://{team_stack['LOOPML_STACK_BUCKET']}/{prefix}",
+           "--endpoint-url", team_stack["MLFLOW_S3_ENDPOINT_URL"], cwd=project)  # fmt: skip
+    ran = loopml_json("run", "--push", cwd=project)
+    assert ran["ok"] and ran["push"]["files"] >= 3, ran.get("push")  # raw data, model folder, traffic
+    assert "AWS_SECRET_ACCESS_KEY" not in (project / "loopml.yaml").read_text()
+
+    # a colleague's fresh clone has no data and no model until it pulls them from S3
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@loopml.invalid"]
+    subprocess.run([*git, "add", "-A"], cwd=project, check=True, capture_output=True)
+    subprocess.run([*git, "commit", "-qm", "the project"], cwd=project, check=True, capture_output=True)
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(project), str(clone)], check=True, capture_output=True)
+    assert not (clone / "data" / "raw" / "digits.parquet").exists() and not (clone / "outputs" / "model").exists()
+    (clone / ".env").write_text((project / ".env").read_text())  # secrets travel by other means than git
+    pulled = loopml_json("data", "pull", cwd=clone)
+    assert pulled["files"] >= 3
+
+    def md5(path: Path) -> str:
+        return hashlib.md5(path.read_bytes()).hexdigest()
+
+    for path in ("data/raw/digits.parquet", "outputs/model/weights.pt"):
+        assert md5(clone / path) == md5(project / path), path
+    again = loopml_json("run", cwd=clone)  # same data, same code, same model: nothing to do
+    assert again["ok"] and [s["status"] for s in again["stages"]] == ["cached"] * 5, again
+
+    (clone / ".env").write_text((project / ".env").read_text().replace(team_stack["AWS_SECRET_ACCESS_KEY"], "nope"))
+    denied = loopml("data", "push", cwd=clone, check=False)
+    assert denied.returncode == 1 and "refused these credentials" in denied.stderr, denied.stderr
+    assert "Traceback" not in denied.stderr and "nope" not in denied.stderr
+
+
+def test_a_remote_input_is_digested_by_its_content(team_stack, tmp_path, monkeypatch):
+    import boto3
+
+    from loopml.data.io import file_digest
+
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(key, team_stack[key])
+    monkeypatch.setenv("AWS_ENDPOINT_URL", team_stack["MLFLOW_S3_ENDPOINT_URL"])
+    s3 = boto3.client("s3")
+    bucket, key = team_stack["LOOPML_STACK_BUCKET"], f"raw/{tmp_path.name}.csv"
+    s3.put_object(Bucket=bucket, Key=key, Body=b"a,b\n1,2\n")
+    first = file_digest(f"s3://{bucket}/{key}")
+    assert first.startswith("etag:") and first != "remote"
+    assert file_digest(f"s3://{bucket}/{key}") == first
+    s3.put_object(Bucket=bucket, Key=key, Body=b"a,b\n1,3\n")
+    assert file_digest(f"s3://{bucket}/{key}") != first  # new bytes, new digest

@@ -10,7 +10,7 @@ import sys
 import typer
 
 from loopml import __version__
-from loopml.cli import deploy, doctor, drift, gpu, models, monitor, project, serve, stages
+from loopml.cli import data, deploy, doctor, drift, gpu, models, monitor, project, serve, stages
 
 app = typer.Typer(
     name="loopml",
@@ -62,6 +62,7 @@ drift.register(app)
 monitor.register(app)
 doctor.register(app)
 app.add_typer(models.app, name="models")
+app.add_typer(data.app, name="data")
 app.add_typer(gpu.app, name="gpu")
 app.add_typer(deploy.app, name="deploy")
 

@@ -78,6 +78,7 @@ def init(
 def run(
     force: bool = typer.Option(False, "--force", help="Re-run every stage, cached or not."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted training from its checkpoint."),
+    push: bool = typer.Option(False, "--push", help="Then push the data versions and outputs to the data remote."),
     json_out: bool = typer.Option(False, "--json", help="Print the stage summary as JSON."),
 ) -> None:
     """Run the loop with DVC: prepare → validate → train → evaluate → register. Unchanged stages are skipped.
@@ -92,12 +93,26 @@ def run(
     from loopml.project import Project
 
     project = Project.find()
+    if push and not project.config.remote.url:
+        from loopml.errors import ConfigError
+
+        raise ConfigError("--push needs a data remote: set remote.url in loopml.yaml, or run "
+                          "`loopml data remote add s3://bucket/path [--endpoint-url URL]`")  # fmt: skip
     started = time.perf_counter()
     echo = (lambda line: None) if json_out else (lambda line: err.print(line, highlight=False, markup=False))
     runs, code = repro(project, force=force, resume=resume, echo=echo)
+    pushed = None
+    if push and code == 0:
+        from dataclasses import asdict
+
+        from loopml.data import remote
+
+        pushed = remote.push(project)
+        echo(f"push: {pushed.summary} ({pushed.remote})")
     total = time.perf_counter() - started
     if json_out:
-        emit_json({"ok": code == 0, "seconds": round(total, 3), "stages": runs})
+        emit_json({"ok": code == 0, "seconds": round(total, 3), "stages": runs,
+                   **({"push": asdict(pushed)} if pushed else {})})  # fmt: skip
     else:
         rows = [[r.name, _status(r.status), "" if r.seconds is None else f"{r.seconds:.1f}", r.figure] for r in runs]
         table(f"loopml run — {total:.1f}s", ["stage", "status", "seconds", "result"], rows)

@@ -36,6 +36,7 @@ from loopml.config import parse_duration
 from loopml.contracts import EvaluateResult, RegisterResult, Tag, plain
 from loopml.data.inference_log import LabelRules, LogPolicy, join_labels, read_feedback, read_log
 from loopml.data.profile import PREDICTION_COLUMN
+from loopml.errors import LoopmlError
 from loopml.monitor import policy
 from loopml.monitor.check import VersionHealth, check
 from loopml.monitor.server_client import ServerClient, ServerUnreachable, Snapshot, VersionTraffic
@@ -183,6 +184,8 @@ class Loop:
 
         runs, code = self.retrain(echo)
         evidence["stages"] = {r.name: r.status for r in runs}
+        if self.project.config.remote.url:  # the new data version travels, so a clone can reproduce it
+            evidence["data_push"] = self._push()
         if code != 0:
             return self._retrain_failed(runs, code, tail, batch, champion, trigger, len(rows), evidence)
         registered = self.project.read_result(RegisterResult)
@@ -343,6 +346,18 @@ class Loop:
         self.echo(f"resuming the canary of v{open_canary['challenger']} opened at {_iso(open_canary['opened'])}")
         return self._await_canary(open_canary["champion"], open_canary["challenger"], open_canary["opened"], before,
                                   open_canary["evidence"])  # fmt: skip
+
+    def _push(self) -> str:
+        """Push the data versions to the data remote; a failure is recorded, it does not stop the loop."""
+        from loopml.data import remote
+
+        try:
+            done = remote.push(self.project)
+        except LoopmlError as exc:
+            self.echo(f"warning: the data push failed: {exc}")
+            return f"failed: {exc}"
+        self.echo(f"push: {done.summary} ({done.remote})")
+        return done.summary
 
     # -- records -------------------------------------------------------------------------------
     def _decide(self, decision: Decision) -> Decision:
