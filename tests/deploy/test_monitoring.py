@@ -1,0 +1,171 @@
+"""`loopml deploy render monitoring`, checked by the ecosystem's own tools and run for real: promtool
+checks the config and rules and runs the rendered unit tests (every alert fires and resolves),
+amtool checks Alertmanager's config; then a real Prometheus scrapes a real `loopml serve` (and
+`loopml gpu export` on a fake NVML) under shifted traffic, every dashboard panel's query returns
+data, the drift alert fires, and a real Alertmanager delivers it to the webhook."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import threading
+import time
+import urllib.parse
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from tests.conftest import BIN, copy_project, free_port, loopml, loopml_json, tool_env, wait_ready
+from tests.system import fakes
+
+needs_prometheus = pytest.mark.skipif(
+    shutil.which("promtool") is None or shutil.which("amtool") is None,
+    reason="needs Debian's prometheus and prometheus-alertmanager (.ci/run installs them)",
+)
+
+
+def check(*cmd: str, cwd: Path) -> str:
+    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    assert done.returncode == 0, f"{' '.join(cmd)}:\n{done.stdout}\n{done.stderr}"
+    return done.stdout + done.stderr
+
+
+@needs_prometheus
+def test_rendered_files_pass_promtool_and_amtool(digits_run, tmp_path):
+    out = tmp_path / "monitoring"
+    result = loopml_json("deploy", "render", "monitoring", "--out", str(out), cwd=digits_run)
+    assert result["name"] == "digits" and result["psi_alert"] == 0.25  # thresholds from the project's loopml.yaml
+    check("promtool", "check", "config", "prometheus.yml", cwd=out)
+    assert "SUCCESS: 11 rules found" in check("promtool", "check", "rules", "alerts.yml", cwd=out)
+    tested = yaml.safe_load((out / "alerts.test.yml").read_text())["tests"][0]["alert_rule_test"]
+    rules = yaml.safe_load((out / "alerts.yml").read_text())["groups"]
+    alerts = {rule["alert"] for group in rules for rule in group["rules"]}
+    assert {case["alertname"] for case in tested} == alerts  # every alert has a case: fires, then resolves
+    assert "SUCCESS" in check("promtool", "test", "rules", "alerts.test.yml", cwd=out)
+    check("amtool", "check-config", "alertmanager.yml", cwd=out)
+    for name in ("loopml-serving", "loopml-drift", "loopml-gpus"):
+        board = json.loads((out / "grafana" / "dashboards" / f"{name}.json").read_text())
+        assert board["uid"] == name and board["panels"]
+        assert all(p["datasource"]["uid"] == "loopml-prometheus" for p in board["panels"])
+    source = yaml.safe_load((out / "grafana" / "provisioning" / "datasources" / "loopml.yaml").read_text())
+    assert source["datasources"][0]["uid"] == "loopml-prometheus"
+
+    refused = loopml("deploy", "render", "monitoring", "--out", str(tmp_path / "x"), "--serve", "localhost",
+                     cwd=digits_run, check=False)  # fmt: skip
+    assert refused.returncode == 1 and "--serve must be host:port, like 127.0.0.1:8000" in refused.stderr
+    assert not (tmp_path / "x").exists()
+
+
+class Webhook(BaseHTTPRequestHandler):
+    received: list[dict] = []
+
+    def do_POST(self):  # noqa: N802 - http.server's name
+        length = int(self.headers["content-length"])
+        Webhook.received.append(json.loads(self.rfile.read(length)))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def query(port: int, expr: str) -> list:
+    url = f"http://127.0.0.1:{port}/api/v1/query?query={urllib.parse.quote(expr)}"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return json.loads(response.read())["data"]["result"]
+    except OSError:
+        return []
+
+
+def firing(port: int) -> set[str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/alerts", timeout=5) as response:
+            alerts = json.loads(response.read())["data"]["alerts"]
+    except OSError:
+        return set()
+    return {a["labels"]["alertname"] for a in alerts if a["state"] == "firing"}
+
+
+@needs_prometheus
+@pytest.mark.slow
+def test_prometheus_scrapes_serve_every_panel_has_data_and_drift_alerts_reach_the_webhook(trained_once, tmp_path):
+    from loopml.deploy.monitoring import DASHBOARDS
+
+    project = copy_project(trained_once, tmp_path / "digits")
+    serve_port, gpu_port, prom_port, am_port, hook_port = (free_port() for _ in range(5))
+    hook = ThreadingHTTPServer(("127.0.0.1", hook_port), Webhook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    out = tmp_path / "monitoring"
+    loopml("deploy", "render", "monitoring", "--out", str(out), "--serve", f"127.0.0.1:{serve_port}",
+           "--gpu-exporter", f"127.0.0.1:{gpu_port}", "--alertmanager", f"127.0.0.1:{am_port}",
+           "--webhook", f"http://127.0.0.1:{hook_port}/alerts", "--interval", "1s", "--alert-for", "1s",
+           "--drift-for", "2s", cwd=project)  # fmt: skip
+    live = {"LOOPML_MONITOR__EVERY_S": "0.3", "LOOPML_MONITOR__MIN_ROWS": "50"}
+    procs = [
+        subprocess.Popen([str(BIN / "loopml"), "serve", "--port", str(serve_port)], cwd=project, env=tool_env(live),
+                         stdout=(tmp_path / "serve.log").open("w"), stderr=subprocess.STDOUT),
+        subprocess.Popen([str(BIN / "loopml"), "gpu", "export", "--port", str(gpu_port)], cwd=tmp_path,
+                         env=tool_env(fakes.env(fakes.h100_nvml(tmp_path))), stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL),
+        subprocess.Popen(["prometheus", "--config.file=prometheus.yml", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                          f"--web.listen-address=127.0.0.1:{prom_port}"], cwd=out, stdout=subprocess.DEVNULL,
+                         stderr=(tmp_path / "prometheus.log").open("w")),
+        subprocess.Popen(["prometheus-alertmanager", "--config.file=alertmanager.yml",
+                          f"--storage.path={tmp_path / 'am'}", f"--web.listen-address=127.0.0.1:{am_port}",
+                          "--cluster.listen-address="], cwd=out,
+                         stdout=subprocess.DEVNULL, stderr=(tmp_path / "alertmanager.log").open("w")),
+    ]  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{serve_port}"
+        wait_ready(url, procs[0])
+        raw = pd.read_parquet(project / "data" / "raw" / "digits.parquet").drop(columns="label").to_numpy(float)
+        inverted = 16 - raw  # negative images: the live window drifts
+        rng = np.random.default_rng(3)
+        with httpx.Client(base_url=url, timeout=30) as client:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                rows = inverted[rng.choice(len(inverted), 20, replace=False)]
+                assert client.post("/invocations", json={"instances": rows.tolist()}).status_code == 200
+                assert client.post("/invocations", json={"instances": "not rows"}).status_code == 400
+                if "LoopmlDatasetDrift" in firing(prom_port) and Webhook.received:
+                    break
+                time.sleep(0.2)
+            assert "LoopmlDatasetDrift" in firing(prom_port), (tmp_path / "prometheus.log").read_text()[-2000:]
+            assert "LoopmlFeatureDrift" in firing(prom_port)
+            # every panel of every dashboard shows data from this scrape (traffic keeps coming)
+            empty = []
+            for _ in range(3):
+                client.post("/invocations", json={"instances": inverted[:20].tolist()})
+                empty = [(uid, p.title) for uid, (_, panels) in DASHBOARDS.items() for p in panels
+                         if not query(prom_port, p.expr)]  # fmt: skip
+                if not empty:
+                    break
+                time.sleep(2)
+            assert not empty, empty
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any(
+            a["labels"]["alertname"] == "LoopmlDatasetDrift" for m in Webhook.received for a in m["alerts"]
+        ):
+            time.sleep(0.5)
+        delivered = [a for m in Webhook.received for a in m["alerts"]
+                     if a["labels"]["alertname"] == "LoopmlDatasetDrift"]  # fmt: skip
+        assert delivered, (tmp_path / "alertmanager.log").read_text()[-2000:]
+        alert = delivered[0]
+        assert alert["status"] == "firing" and alert["labels"]["model"] == "digits"
+        assert alert["labels"]["version"] == "1" and alert["labels"]["loopml_action"] == "retrain"
+    finally:
+        procs[0].send_signal(signal.SIGINT)
+        for proc in procs[1:]:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=60)
+        hook.shutdown()
