@@ -289,6 +289,15 @@ class LoopConfig(Section):
     max_error_rate: float = Field(0.01, ge=0, le=1)  # challenger 5xx share above the champion's, at most
     cooldown_s: float = Field(600, ge=0, le=30 * 86_400)  # after a decision, no new retrain for this long
     alerts: bool = False  # also start a cycle on an Alertmanager webhook (POST /alerts on the watcher)
+    alerts_listen: str = "127.0.0.1:8765"  # where the watcher takes them (token: LOOPML_ALERT_TOKEN)
+
+    @field_validator("alerts_listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, _, port = value.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"expected host:port, like 127.0.0.1:8765; got {value!r}")
+        return value
 
     @field_validator("since")
     @classmethod

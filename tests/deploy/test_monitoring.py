@@ -2,7 +2,8 @@
 checks the config and rules and runs the rendered unit tests (every alert fires and resolves),
 amtool checks Alertmanager's config; then a real Prometheus scrapes a real `loopml serve` (and
 `loopml gpu export` on a fake NVML) under shifted traffic, every dashboard panel's query returns
-data, the drift alert fires, and a real Alertmanager delivers it to the webhook."""
+data, the drift alert fires, and a real Alertmanager delivers it to `loopml monitor --watch`, whose
+loop retrains, canaries and promotes."""
 
 from __future__ import annotations
 
@@ -10,26 +11,26 @@ import json
 import shutil
 import signal
 import subprocess
-import threading
 import time
 import urllib.parse
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
-import numpy as np
-import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import BIN, copy_project, free_port, loopml, loopml_json, tool_env, wait_ready
+from tests.conftest import BIN, FAST, copy_project, free_port, loopml, loopml_json, tool_env, wait_ready
+from tests.monitor.test_loop import LOOP, Traffic
 from tests.system import fakes
 
 needs_prometheus = pytest.mark.skipif(
     shutil.which("promtool") is None or shutil.which("amtool") is None,
     reason="needs Debian's prometheus and prometheus-alertmanager (.ci/run installs them)",
 )
+
+
+ALERT_TOKEN = "alert-test-token"
 
 
 def check(*cmd: str, cwd: Path) -> str:
@@ -64,19 +65,6 @@ def test_rendered_files_pass_promtool_and_amtool(digits_run, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
-class Webhook(BaseHTTPRequestHandler):
-    received: list[dict] = []
-
-    def do_POST(self):  # noqa: N802 - http.server's name
-        length = int(self.headers["content-length"])
-        Webhook.received.append(json.loads(self.rfile.read(length)))
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
 def query(port: int, expr: str) -> list:
     url = f"http://127.0.0.1:{port}/api/v1/query?query={urllib.parse.quote(expr)}"
     try:
@@ -97,19 +85,26 @@ def firing(port: int) -> set[str]:
 
 @needs_prometheus
 @pytest.mark.slow
-def test_prometheus_scrapes_serve_every_panel_has_data_and_drift_alerts_reach_the_webhook(trained_once, tmp_path):
+def test_a_real_drift_alert_from_prometheus_starts_the_loop_that_promotes_a_retrained_model(trained_once, tmp_path):
+    """serve → Prometheus (every dashboard panel has data) → LoopmlDatasetDrift fires → Alertmanager →
+    the watcher's webhook → retrain → challenger → canary → promoted, with the alert as evidence. The
+    watcher's own drift and accuracy triggers are off: only the alert can start the cycle."""
     from loopml.deploy.monitoring import DASHBOARDS
 
     project = copy_project(trained_once, tmp_path / "digits")
     serve_port, gpu_port, prom_port, am_port, hook_port = (free_port() for _ in range(5))
-    hook = ThreadingHTTPServer(("127.0.0.1", hook_port), Webhook)
-    threading.Thread(target=hook.serve_forever, daemon=True).start()
     out = tmp_path / "monitoring"
     loopml("deploy", "render", "monitoring", "--out", str(out), "--serve", f"127.0.0.1:{serve_port}",
            "--gpu-exporter", f"127.0.0.1:{gpu_port}", "--alertmanager", f"127.0.0.1:{am_port}",
            "--webhook", f"http://127.0.0.1:{hook_port}/alerts", "--interval", "1s", "--alert-for", "1s",
            "--drift-for", "2s", cwd=project)  # fmt: skip
-    live = {"LOOPML_MONITOR__EVERY_S": "0.3", "LOOPML_MONITOR__MIN_ROWS": "50"}
+    (out / "loopml-alert-token").write_text(ALERT_TOKEN)
+    live = {**LOOP, "LOOPML_MONITOR__EVERY_S": "0.3", "LOOPML_MONITOR__MIN_ROWS": "50",
+            "LOOPML_SERVE__REGISTRY_POLL_S": "0"}  # fmt: skip
+    watcher_env = {**FAST, **live, "LOOPML_LOOP__SERVER": f"http://127.0.0.1:{serve_port}",
+                   "LOOPML_LOOP__ALERTS": "true", "LOOPML_LOOP__ALERTS_LISTEN": f"127.0.0.1:{hook_port}",
+                   "LOOPML_ALERT_TOKEN": ALERT_TOKEN, "LOOPML_LOOP__ON_DRIFT": "false",
+                   "LOOPML_LOOP__MAX_METRIC_DROP": "null"}  # fmt: skip
     procs = [
         subprocess.Popen([str(BIN / "loopml"), "serve", "--port", str(serve_port)], cwd=project, env=tool_env(live),
                          stdout=(tmp_path / "serve.log").open("w"), stderr=subprocess.STDOUT),
@@ -124,48 +119,49 @@ def test_prometheus_scrapes_serve_every_panel_has_data_and_drift_alerts_reach_th
                           "--cluster.listen-address="], cwd=out,
                          stdout=subprocess.DEVNULL, stderr=(tmp_path / "alertmanager.log").open("w")),
     ]  # fmt: skip
+    url = f"http://127.0.0.1:{serve_port}"
+    traffic = None
     try:
-        url = f"http://127.0.0.1:{serve_port}"
         wait_ready(url, procs[0])
-        raw = pd.read_parquet(project / "data" / "raw" / "digits.parquet").drop(columns="label").to_numpy(float)
-        inverted = 16 - raw  # negative images: the live window drifts
-        rng = np.random.default_rng(3)
+        watcher = subprocess.Popen([str(BIN / "loopml"), "monitor", "--watch", "--once", "--json"], cwd=project,
+                                   env=tool_env(watcher_env), stdout=subprocess.PIPE,
+                                   stderr=(tmp_path / "watcher.log").open("w"), text=True)  # fmt: skip
+        procs.append(watcher)
+        traffic = Traffic(url, project)  # negative images with their labels: drift, and feedback to learn from
+        traffic.keep_sending()
         with httpx.Client(base_url=url, timeout=30) as client:
             deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                rows = inverted[rng.choice(len(inverted), 20, replace=False)]
-                assert client.post("/invocations", json={"instances": rows.tolist()}).status_code == 200
+            while time.monotonic() < deadline and "LoopmlDatasetDrift" not in firing(prom_port):
                 assert client.post("/invocations", json={"instances": "not rows"}).status_code == 400
-                if "LoopmlDatasetDrift" in firing(prom_port) and Webhook.received:
-                    break
-                time.sleep(0.2)
+                time.sleep(0.5)
             assert "LoopmlDatasetDrift" in firing(prom_port), (tmp_path / "prometheus.log").read_text()[-2000:]
             assert "LoopmlFeatureDrift" in firing(prom_port)
-            # every panel of every dashboard shows data from this scrape (traffic keeps coming)
             empty = []
-            for _ in range(3):
-                client.post("/invocations", json={"instances": inverted[:20].tolist()})
+            for _ in range(5):  # every panel of every dashboard shows data from this scrape
+                client.post("/invocations", json={"instances": "not rows"})
                 empty = [(uid, p.title) for uid, (_, panels) in DASHBOARDS.items() for p in panels
                          if not query(prom_port, p.expr)]  # fmt: skip
                 if not empty:
                     break
                 time.sleep(2)
             assert not empty, empty
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not any(
-            a["labels"]["alertname"] == "LoopmlDatasetDrift" for m in Webhook.received for a in m["alerts"]
-        ):
-            time.sleep(0.5)
-        delivered = [a for m in Webhook.received for a in m["alerts"]
-                     if a["labels"]["alertname"] == "LoopmlDatasetDrift"]  # fmt: skip
-        assert delivered, (tmp_path / "alertmanager.log").read_text()[-2000:]
-        alert = delivered[0]
-        assert alert["status"] == "firing" and alert["labels"]["model"] == "digits"
-        assert alert["labels"]["version"] == "1" and alert["labels"]["loopml_action"] == "retrain"
+        stdout, _ = watcher.communicate(timeout=600)
+        said = (tmp_path / "watcher.log").read_text()
+        assert watcher.returncode == 0, said[-3000:]
+        decision = json.loads(stdout)
+        assert decision["decision"] == "promoted", (decision["reason"], said[-3000:])
+        assert decision["version"] == "2"
+        evidence = decision["evidence"]
+        assert evidence["alert"]["name"] == "LoopmlDatasetDrift" and evidence["alert"]["labels"]["model"] == "digits"
+        assert evidence["trigger"].startswith("alert LoopmlDatasetDrift for digits v1, firing since")
+        assert "alert received: alert LoopmlDatasetDrift for digits v1" in said
+        assert httpx.get(url + "/v2/models/digits", timeout=10).json()["versions"] == ["2"]
     finally:
+        if traffic is not None:
+            traffic.stop()
         procs[0].send_signal(signal.SIGINT)
         for proc in procs[1:]:
-            proc.terminate()
+            if proc.poll() is None:
+                proc.kill()
         for proc in procs:
             proc.wait(timeout=60)
-        hook.shutdown()

@@ -26,6 +26,9 @@ def render(
     webhook: str = typer.Option(
         "http://127.0.0.1:8765/alerts", "--webhook", help="monitoring: where Alertmanager posts alerts."
     ),  # fmt: skip
+    webhook_token_file: str = typer.Option(
+        "loopml-alert-token", "--webhook-token-file", help="monitoring: file holding the watcher's LOOPML_ALERT_TOKEN."
+    ),
     prometheus_url: str = typer.Option(
         "http://127.0.0.1:9090", "--prometheus-url", help="monitoring: Prometheus as Grafana reaches it."
     ),  # fmt: skip
@@ -47,8 +50,8 @@ def render(
     except ConfigError:
         project = None  # outside a project: default thresholds
     targets = MonitoringTargets(serve=serve, gpu=gpu, alertmanager=alertmanager, webhook=webhook,
-                                prometheus_url=prometheus_url, interval=interval, alert_for=alert_for,
-                                drift_for=drift_for)  # fmt: skip
+                                webhook_token_file=webhook_token_file, prometheus_url=prometheus_url,
+                                interval=interval, alert_for=alert_for, drift_for=drift_for)  # fmt: skip
     result = write(target, out or Path(target), force=force, cuda=cuda, monitoring=targets, project=project)
     if json_out:
         emit_json(result)

@@ -36,7 +36,8 @@ class MonitoringTargets:
     serve: str = "127.0.0.1:8000"  # host:port of `loopml serve`
     gpu: str = "127.0.0.1:9400"  # host:port of `loopml gpu export` (dcgm-exporter's port)
     alertmanager: str = "127.0.0.1:9093"
-    webhook: str = "http://127.0.0.1:8765/alerts"  # where Alertmanager posts alerts
+    webhook: str = "http://127.0.0.1:8765/alerts"  # where Alertmanager posts alerts (the loop watcher)
+    webhook_token_file: str = "loopml-alert-token"  # holds LOOPML_ALERT_TOKEN (relative: beside alertmanager.yml)
     prometheus_url: str = "http://127.0.0.1:9090"  # for Grafana's datasource
     interval: str = "15s"  # scrape and rule evaluation
     alert_for: str = "5m"  # how long a serving or GPU condition must hold before it fires

@@ -1,7 +1,8 @@
 """`loopml monitor --watch`: the loop controller (its decisions live in `policy`, pure and tested).
 
 Each cycle reads the champion's recent traffic from the inference log. When its inputs drift
-(dataset drift) or its live accuracy falls (policy in `loop:`), the controller:
+(dataset drift), its live accuracy falls (policy in `loop:`) or, with `loop.alerts`, Alertmanager
+posts a retrain alert for it (`monitor.alerts`), the controller:
 
 1. checks the labelled recent traffic (labels against the model's classes or range, rows against
    the schema's structure and `data.rules`), puts the rows that fail in `data/quarantine/` with the
@@ -38,6 +39,7 @@ from loopml.data.inference_log import LabelRules, LogPolicy, join_labels, read_f
 from loopml.data.profile import PREDICTION_COLUMN
 from loopml.errors import LoopmlError
 from loopml.monitor import policy
+from loopml.monitor.alerts import TOKEN_ENV, Alert, AlertInbox
 from loopml.monitor.check import VersionHealth, check
 from loopml.monitor.server_client import ServerClient, ServerUnreachable, Snapshot, VersionTraffic
 from loopml.monitor.traffic import performance, retraining_rows
@@ -75,6 +77,8 @@ class Loop:
         self.retrain = retrain or self._repro
         self.state_file = project.state / "loop.json"
         self.log_file = project.reports / "loop.log"
+        self.inbox: AlertInbox | None = None  # Alertmanager webhooks, while watching with loop.alerts
+        self._alert: Alert | None = None  # the alert the current cycle answers
 
     def _repro(self, echo: Callable[[str], None]) -> tuple[list, int]:
         from loopml import pipeline
@@ -84,15 +88,32 @@ class Loop:
     # -- the watch ---------------------------------------------------------------------------
     def watch(self, once: bool = False, max_cycles: int | None = None) -> Decision:
         """Cycle every `loop.check_every_s` seconds; `once`: stop after one check (and what it started)."""
+        if self.cfg.alerts and self.inbox is None:
+            import os
+
+            self.inbox = AlertInbox(self.cfg.alerts_listen, os.environ.get(TOKEN_ENV), self.project.config.name,
+                                    self.echo)  # fmt: skip
+            self.echo(f"taking Alertmanager alerts on {self.inbox.url}")
         cycles = 0
-        while True:
-            decision = self.cycle()
-            cycles += 1
-            if once or (max_cycles and cycles >= max_cycles):
-                return decision
-            self.sleep(self.cfg.check_every_s)
+        try:
+            while True:
+                decision = self.cycle()
+                cycles += 1
+                # with alerts on, --once waits for something to act on (an alert may be what starts it)
+                acted = self.inbox is None or decision.kind in FINAL or "alert" in decision.evidence
+                if (once and acted) or (max_cycles and cycles >= max_cycles):
+                    return decision
+                if self.inbox is not None:
+                    self.inbox.wait(self.cfg.check_every_s)
+                else:
+                    self.sleep(self.cfg.check_every_s)
+        finally:
+            if self.inbox is not None:
+                self.inbox.close()
+                self.inbox = None
 
     def cycle(self) -> Decision:
+        self._alert = None
         state = self._state()
         if state.get("open_canary"):
             return self._resume_canary(state["open_canary"])
@@ -105,6 +126,10 @@ class Loop:
         found = check(self.project, since, [version], self.registry)[0]
         health = found.health(self.task)
         trigger = policy.retrain_trigger(health, self.task, self.cfg)
+        alert = self.inbox.take() if self.inbox is not None else None
+        if alert is not None:
+            trigger = "; ".join(filter(None, [alert.describe(), trigger]))
+            self._alert = alert
         if trigger is None:
             return self._note(Decision("ok", f"v{version}: {self._describe(found)}; nothing to do", version))
         cooling = policy.cooldown_left(state.get("last_decision_at", 0.0), now, self.cfg)
@@ -155,6 +180,8 @@ class Loop:
         evidence: dict[str, Any] = {"trigger": trigger, "champion": champion,
                                     "champion_health": _brief(found, self.task), "retraining_rows_added": len(rows),
                                     "quarantined_rows": len(quarantined)}  # fmt: skip
+        if self._alert is not None:
+            evidence["alert"] = asdict(self._alert)
         if len(quarantined):
             self.project.quarantine_dir.mkdir(parents=True, exist_ok=True)
             where = self.project.quarantine_dir / f"quarantine-{stamp}.parquet"
@@ -376,6 +403,8 @@ class Loop:
 
     def _note(self, decision: Decision, record: bool = False) -> Decision:
         """Echo every cycle; the log file gets actions, and waits whose reason changed."""
+        if self._alert is not None:
+            decision.evidence.setdefault("alert", asdict(self._alert))
         line = f"{_iso(self.clock())} {decision.kind}: {decision.reason}"
         self.echo(line)
         key = f"{decision.kind}: {decision.reason}"
