@@ -49,6 +49,9 @@ logger = logging.getLogger(__name__)
 # people writing pyfunc models by hand; loopml passes explicit signatures and sources.
 warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow\.")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+# Against a tracking server MLflow writes "View run ... at: URL" to stdout when a run ends: stdout is
+# loopml's (`--json` output must parse), so it stays quiet.
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 # A dead or failing tracking server must fail in seconds, not after MLflow's default 7 retries
 # with exponential backoff (4 min 12 s measured): 2 retries, short timeouts. The user's own
 # MLFLOW_HTTP_REQUEST_* settings win.

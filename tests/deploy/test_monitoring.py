@@ -20,7 +20,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import BIN, FAST, copy_project, free_port, loopml, loopml_json, tool_env, wait_ready
+from tests.conftest import BIN, FAST, free_port, loopml, loopml_json, tool_env, wait_ready
 from tests.monitor.test_loop import LOOP, Traffic
 from tests.system import fakes
 
@@ -83,15 +83,13 @@ def firing(port: int) -> set[str]:
     return {a["labels"]["alertname"] for a in alerts if a["state"] == "firing"}
 
 
-@needs_prometheus
-@pytest.mark.slow
-def test_a_real_drift_alert_from_prometheus_starts_the_loop_that_promotes_a_retrained_model(trained_once, tmp_path):
+def alert_starts_the_loop(project: Path, tmp_path: Path) -> dict:
     """serve → Prometheus (every dashboard panel has data) → LoopmlDatasetDrift fires → Alertmanager →
     the watcher's webhook → retrain → challenger → canary → promoted, with the alert as evidence. The
-    watcher's own drift and accuracy triggers are off: only the alert can start the cycle."""
+    watcher's own drift and accuracy triggers are off: only the alert can start the cycle. Run on the
+    team stack by tests/team (the whole loop there); returns the watcher's decision."""
     from loopml.deploy.monitoring import DASHBOARDS
 
-    project = copy_project(trained_once, tmp_path / "digits")
     serve_port, gpu_port, prom_port, am_port, hook_port = (free_port() for _ in range(5))
     out = tmp_path / "monitoring"
     loopml("deploy", "render", "monitoring", "--out", str(out), "--serve", f"127.0.0.1:{serve_port}",
@@ -156,6 +154,7 @@ def test_a_real_drift_alert_from_prometheus_starts_the_loop_that_promotes_a_retr
         assert evidence["trigger"].startswith("alert LoopmlDatasetDrift for digits v1, firing since")
         assert "alert received: alert LoopmlDatasetDrift for digits v1" in said
         assert httpx.get(url + "/v2/models/digits", timeout=10).json()["versions"] == ["2"]
+        return decision
     finally:
         if traffic is not None:
             traffic.stop()
