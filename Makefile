@@ -39,13 +39,15 @@ format: setup
 	$(BIN)/ruff check --fix src tests bench
 	$(BIN)/ruff format src tests bench
 
-# Benchmarks print loopml beside its peers; the serving ones need wrk (apt-get install wrk).
+# Benchmarks print loopml beside its peers; the serving ones need wrk (apt-get install wrk), the
+# remote-store one PostgreSQL (apt-get install postgresql).
 bench: setup
 	$(BIN)/python bench/rerun.py
 	$(BIN)/python bench/train_overhead.py
 	$(BIN)/python bench/serve_vs_peers.py
 	$(BIN)/python bench/own_data.py
 	$(BIN)/python bench/drift_vs_evidently.py
+	$(BIN)/python bench/remote_store.py
 
 # Environments. CPU: the default .venv. CUDA: a separate .venv-cuda with PyTorch's CUDA build,
 # ending with the check that matters. MLflow UI: the demo project's store on 127.0.0.1:5000.

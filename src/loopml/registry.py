@@ -312,6 +312,11 @@ class Registry:
 
     def download(self, version: str) -> Path:
         """The local package folder of a registered version (downloaded from the artifact store)."""
+        return self.export(version)[1]
+
+    def export(self, version: str) -> tuple[Path, Path]:
+        """A registered version downloaded: (the MLflow model folder, with MLmodel and its pinned
+        requirements.txt; the loopml package folder inside it)."""
         from loopml_runtime import META_FILE
 
         with self._errors(f"download {self.name} v{version}"):
@@ -320,7 +325,7 @@ class Registry:
         if not found:
             raise RegistryUnavailable(f"{self.name} v{version} at {self.where} holds no loopml package "
                                       f"(no {META_FILE}); was it logged by loopml?")  # fmt: skip
-        return found[0].parent
+        return local, found[0].parent
 
     def load(self, version: str, device: str = "cpu") -> Predictor:
         from loopml_runtime import PackageError, Predictor

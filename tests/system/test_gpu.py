@@ -40,12 +40,14 @@ def test_readings_processes_and_mig(tmp_path):
 def test_watch_refreshes_until_interrupted(tmp_path):
     env = tool_env(fakes.env(fakes.h100_nvml(tmp_path)))
     proc = subprocess.Popen([str(BIN / "loopml"), "gpu", "--watch", "--interval", "0.2"], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    time.sleep(3)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    # a loaded machine may take seconds to start Python: interrupt once it says it is watching
+    assert b"Ctrl-C stops" in proc.stderr.readline()
+    time.sleep(1)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=10)
-    assert proc.returncode == 0, err
-    assert "H100" in out
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err.decode()
+    assert b"H100" in out
 
 
 @pytest.mark.skipif(shutil.which("prometheus") is None, reason="needs Debian's prometheus (.ci/run installs it)")

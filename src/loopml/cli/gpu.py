@@ -6,7 +6,7 @@ import time
 
 import typer
 
-from loopml.cli.output import console, emit_json
+from loopml.cli.output import console, emit_json, err
 
 app = typer.Typer(help="GPU readings: utilization, memory, temperature, power, clocks, processes.",
                   invoke_without_command=True)  # fmt: skip
@@ -41,16 +41,20 @@ def gpu(
     if not watch:
         console.print(_view(snapshot))
         return
+    import signal
+    import threading
+
     from rich.live import Live
 
+    # Ctrl-C sets a flag the loop checks, rather than raising KeyboardInterrupt wherever the main
+    # thread happens to be (inside Rich's Live, that could leave its refresh thread waiting)
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    err.print(f"refreshing every {interval:g} s; Ctrl-C stops")
     with Live(_view(snapshot), console=console, refresh_per_second=4, screen=False) as live:
-        try:
-            while True:
-                time.sleep(interval)
-                snapshot, problem = read()
-                live.update(_view(snapshot, problem))
-        except KeyboardInterrupt:
-            pass
+        while not stop.wait(interval):
+            snapshot, problem = read()
+            live.update(_view(snapshot, problem))
 
 
 @app.command("export")

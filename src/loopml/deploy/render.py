@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 TARGETS = {
     "devenv": "a GPU deep-learning dev environment: CUDA + cuDNN, PyTorch, JupyterLab, SSH (compose)",
+    "serve": "the serving image's build context: Dockerfile, the model exported from the registry, requirements",
     "monitoring": "Prometheus scrape config and alert rules (with promtool tests), Alertmanager, Grafana dashboards",
 }
 # CUDA 12.x images of nvidia/cuda and the PyTorch wheel index built for each.
@@ -44,29 +45,44 @@ class MonitoringTargets:
     drift_for: str = "10m"  # ... a drift condition
 
 
+@dataclass(frozen=True)
+class ImageChoice:
+    """What `render serve` puts in the image."""
+
+    model: str | None = None  # NAME@ALIAS or models:/NAME/VERSION; None: the project's champion
+    gpu: bool = False
+    pull: bool = False  # pull the model from the registry at start instead of copying it in
+    image: str | None = None  # the tag the README's commands use
+
+
 def render(target: str, out: Path, force: bool = False, cuda: str = DEFAULT_CUDA, user: str = "dev",
-           monitoring: MonitoringTargets | None = None, project: Project | None = None) -> dict[str, Any]:  # fmt: skip
+           monitoring: MonitoringTargets | None = None, project: Project | None = None,
+           image: ImageChoice | None = None) -> dict[str, Any]:  # fmt: skip
     if target not in TARGETS:
         raise ConfigError(f'unknown deploy target "{target}"; expected one of {", ".join(TARGETS)}')
-    if target == "devenv":
-        context = _devenv_context(cuda, user)
-    else:
-        context = _monitoring_context(monitoring or MonitoringTargets(), project)
     if out.exists() and any(out.iterdir()) and not force:
         raise ConfigError(f"{out} is not empty; choose another --out or pass --force to overwrite its files")
+    if target == "devenv":
+        context = _devenv_context(cuda, user)
+    elif target == "monitoring":
+        context = _monitoring_context(monitoring or MonitoringTargets(), project)
+    else:
+        context = _image_context(image or ImageChoice(), project, out)
     import jinja2
 
     env = jinja2.Environment(keep_trailing_newline=True, undefined=jinja2.StrictUndefined, autoescape=False)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for relative, template in _templates(resources.files("loopml.deploy").joinpath("templates", target)):
-        name = relative.removesuffix(".j2")
+        name = relative.removesuffix(".j2").replace("dot-", ".")  # dot-dockerignore: packaged without a dot
         path = out / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(env.from_string(template.read_text()).render(**context))
         if path.name in EXECUTABLE:
             path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
         written.append(name)
+    if target == "serve":
+        written += [name for name in ("requirements.txt", "wheels/", "model/") if (out / name).exists()]
     if target == "monitoring":
         from loopml.deploy.monitoring import DASHBOARDS, dashboard
 
@@ -76,6 +92,20 @@ def render(target: str, out: Path, force: bool = False, cuda: str = DEFAULT_CUDA
             (out / name).write_text(json.dumps(dashboard(uid), indent=2) + "\n")
             written.append(name)
     return {"target": target, "out": str(out), "files": written, **context}
+
+
+def _image_context(choice: ImageChoice, project: Project | None, out: Path) -> dict[str, Any]:
+    from loopml.deploy.image import export
+
+    if project is None:
+        raise ConfigError("`loopml deploy render serve` runs inside a project: cd into one (it exports a "
+                          "registered version of the project's model)")  # fmt: skip
+    facts = export(project, choice.model, out, choice.gpu, choice.pull)
+    model_arg = f"models:/{facts.name}/{facts.version}" if choice.pull else f"/srv/{facts.name}/model"
+    if choice.pull and facts.alias:
+        model_arg = f"models:/{facts.name}@{facts.alias}"
+    tag = choice.image or f"{facts.name}:v{facts.version}"
+    return {**asdict(facts), "image": tag, "model_arg": model_arg}
 
 
 def _templates(folder, prefix: str = ""):
