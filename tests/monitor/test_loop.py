@@ -68,7 +68,10 @@ class Traffic:
             self.versions.append(answer.headers["x-model-version"])
             self.ids.append(answer.headers["x-request-id"])
             labels = {"id": answer.headers["x-request-id"], "label": self.y[rows].tolist()}
-            assert self.client.post("/feedback", json=labels).status_code == 200
+            given = self.client.post("/feedback", json=labels)
+            # a version unloaded between the answer and its labels (a promotion, a closed canary) no
+            # longer takes them over HTTP: documented, and those labels go through `loopml feedback`
+            assert given.status_code == 200 or "no request with this id was answered here" in given.text, given.text
 
     def keep_sending(self) -> None:
         self._stop.clear()
