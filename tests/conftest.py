@@ -70,6 +70,19 @@ def wait_ready(url: str, proc: subprocess.Popen, seconds: float = 120) -> None:
         time.sleep(0.2)
 
 
+def prometheus_query(port: int, expr: str) -> list:
+    """The result of a PromQL instant query on the Prometheus at 127.0.0.1:`port` ([] until it answers)."""
+    import urllib.parse
+    import urllib.request
+
+    url = f"http://127.0.0.1:{port}/api/v1/query?query={urllib.parse.quote(expr)}"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return json.loads(response.read())["data"]["result"]
+    except OSError:
+        return []
+
+
 def free_port() -> int:
     import socket
 

@@ -20,7 +20,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import BIN, FAST, free_port, loopml, loopml_json, tool_env, wait_ready
+from tests.conftest import BIN, FAST, free_port, loopml, loopml_json, prometheus_query, tool_env, wait_ready
 from tests.monitor.test_loop import LOOP, Traffic
 from tests.system import fakes
 
@@ -63,15 +63,6 @@ def test_rendered_files_pass_promtool_and_amtool(digits_run, tmp_path):
                      cwd=digits_run, check=False)  # fmt: skip
     assert refused.returncode == 1 and "--serve must be host:port, like 127.0.0.1:8000" in refused.stderr
     assert not (tmp_path / "x").exists()
-
-
-def query(port: int, expr: str) -> list:
-    url = f"http://127.0.0.1:{port}/api/v1/query?query={urllib.parse.quote(expr)}"
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return json.loads(response.read())["data"]["result"]
-    except OSError:
-        return []
 
 
 def firing(port: int) -> set[str]:
@@ -138,7 +129,7 @@ def alert_starts_the_loop(project: Path, tmp_path: Path) -> dict:
             for _ in range(5):  # every panel of every dashboard shows data from this scrape
                 client.post("/invocations", json={"instances": "not rows"})
                 empty = [(uid, p.title) for uid, (_, panels) in DASHBOARDS.items() for p in panels
-                         if not query(prom_port, p.expr)]  # fmt: skip
+                         if not prometheus_query(prom_port, p.expr)]  # fmt: skip
                 if not empty:
                     break
                 time.sleep(2)

@@ -5,12 +5,10 @@ import shutil
 import signal
 import subprocess
 import time
-import urllib.parse
-import urllib.request
 
 import pytest
 
-from tests.conftest import BIN, free_port, loopml, tool_env
+from tests.conftest import BIN, free_port, loopml, prometheus_query, tool_env
 from tests.system import fakes
 
 
@@ -69,7 +67,7 @@ def test_exporter_is_scraped_by_prometheus_with_dcgm_names(tmp_path):
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and len(samples) < 3:
             for name in ("DCGM_FI_DEV_GPU_TEMP", "DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_POWER_USAGE"):
-                result = _query(prom_port, name)
+                result = prometheus_query(prom_port, name)
                 if result:
                     samples[name] = result[0]
             time.sleep(0.5)
@@ -87,12 +85,3 @@ def test_exporter_is_scraped_by_prometheus_with_dcgm_names(tmp_path):
         exporter.terminate()
         prometheus.wait(timeout=20)
         exporter.wait(timeout=20)
-
-
-def _query(port: int, expr: str) -> list:
-    url = f"http://127.0.0.1:{port}/api/v1/query?query={urllib.parse.quote(expr)}"
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return json.loads(response.read())["data"]["result"]
-    except OSError:
-        return []
