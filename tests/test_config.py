@@ -103,3 +103,15 @@ def test_loop_policy_is_checked(tmp_path):
     assert "loop.canary_percent" in message and "greater than 0" in message
     message = error(tmp_path, VALID + "loop: {canary_precent: 5}\n")
     assert 'did you mean "canary_percent"' in message
+
+
+def test_the_data_remote_is_checked_where_it_is_set_and_never_shows_credentials(tmp_path):
+    message = error(tmp_path, VALID + 'remote: {url: "s3://AKIA:s3cret@bucket/x"}\n')
+    assert "remote.url: the data remote's URL carries credentials" in message
+    assert "s3cret" not in message and "AKIA" not in message
+    message = error(tmp_path, VALID + 'remote: {url: "ftp://host/x"}\n')
+    assert "remote.url: a scheme DVC does not know" in message
+    message = error(tmp_path, VALID + 'remote: {url: "/srv/dvc", endpoint_url: "http://127.0.0.1:9000"}\n')
+    assert "endpoint_url is for an s3:// remote" in message
+    cfg = load_config(write(tmp_path, VALID + 'remote: {url: "s3://b/x", endpoint_url: "http://127.0.0.1:9000"}\n'), {})
+    assert cfg.remote.url == "s3://b/x" and cfg.remote.endpoint_url == "http://127.0.0.1:9000"

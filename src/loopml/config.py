@@ -328,6 +328,9 @@ def parse_duration(text: str) -> float:
     return float(match[1]) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]
 
 
+REMOTE_SCHEMES = ("s3://", "gs://", "gcs://", "azure://", "az://", "ssh://", "http://", "https://", "webdav://")
+
+
 class RemoteConfig(Section):
     """Where the data versions and stage outputs travel (`loopml run --push`, `loopml data push|pull`):
     a DVC remote. Its own section, not under `data`: DVC re-runs the stages when `data` changes.
@@ -336,12 +339,31 @@ class RemoteConfig(Section):
     url: str | None = None  # s3://bucket/path, gs://bucket/path, azure://container/path, or a folder
     endpoint_url: str | None = None  # an S3-compatible server (MinIO, SeaweedFS, Ceph): http(s)://host:port
 
+    @field_validator("url")
+    @classmethod
+    def _dvc_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if re.match(r"^[a-z0-9+]+://[^/@]*:[^/@]*@", value):
+            raise ValueError("the data remote's URL carries credentials; put them in the environment or .env "
+                             "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)")  # fmt: skip
+        if "://" in value and not value.startswith(REMOTE_SCHEMES):
+            raise ValueError(f"a scheme DVC does not know; expected a folder or one of {', '.join(REMOTE_SCHEMES)}")
+        return value
+
     @field_validator("endpoint_url")
     @classmethod
     def _http(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError(f"expected an http(s) URL like http://127.0.0.1:9000; got {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _endpoint_for_s3(self) -> RemoteConfig:
+        if self.endpoint_url and not (self.url or "").startswith("s3://"):
+            raise ValueError("endpoint_url is for an s3:// remote (an S3-compatible server); drop it, or use an "
+                             "s3:// url")  # fmt: skip
+        return self
 
 
 class Config(Section):
@@ -493,6 +515,8 @@ def _refuse_secrets(raw: Any, path: Path, prefix: str = "") -> None:
 
 
 def _explain(exc: ValidationError, path: Path, from_env: dict[str, str]) -> str:
+    from loopml.store import redact
+
     file_lines, env_lines = [], []
     for err in exc.errors():
         loc = [str(part) for part in err["loc"] if not str(part).startswith("function-")]
@@ -508,7 +532,8 @@ def _explain(exc: ValidationError, path: Path, from_env: dict[str, str]) -> str:
         else:
             msg = err["msg"].removeprefix("Value error, ")
             got = err.get("input")
-            shown = "" if isinstance(got, dict | list) or got is None or str(got) in msg else f"; got {got!r}"
+            quiet = isinstance(got, dict | list) or got is None or str(got) in msg
+            shown = "" if quiet else f"; got {redact(repr(got))}"  # a URL's user:password@ never reaches a message
             line = f"{key}: {msg}{shown}"
         source = next((v for k, v in from_env.items() if key == k or key.startswith(k + ".")), None)
         if source:

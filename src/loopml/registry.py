@@ -114,7 +114,7 @@ class Registry:
         except ModuleNotFoundError as exc:
             raise self._driver_missing(exc) from None
         except (sqlalchemy.exc.SQLAlchemyError, ValueError) as exc:
-            detail = _hide(str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300])
+            detail = redact(str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300])
             raise RegistryUnavailable(
                 f"cannot open the tracking database {self.where}: {detail}; check MLFLOW_TRACKING_URI (the "
                 "environment or the project's .env): host, port, user, password and database name, and that the "
@@ -188,7 +188,7 @@ class Registry:
                     "`loopml doctor` shows the store's answer; check the server's --artifacts-destination "
                     "(the bucket must exist) and its AWS_* credentials and MLFLOW_S3_ENDPOINT_URL"
                 ) from None
-            raise RegistryUnavailable(f"MLflow at {self.where} failed to {doing}: {_hide(text)}") from None
+            raise RegistryUnavailable(f"MLflow at {self.where} failed to {doing}: {redact(text)}") from None
         except ModuleNotFoundError as exc:
             if not self._database():
                 raise
@@ -197,7 +197,7 @@ class Registry:
             if type(exc).__module__.split(".")[0] not in ("sqlalchemy", "sqlite3", "requests", "urllib3", "botocore",
                                                           "boto3", "psycopg2", "psycopg"):  # fmt: skip
                 raise
-            text = _hide(str(exc).splitlines()[0][:300])
+            text = redact(str(exc).splitlines()[0][:300])
             hint = ""
             if "malformed" in text or "not a database" in text:
                 hint = "; the store file is damaged: restore it from a backup, or move it away to start a new store"
@@ -572,11 +572,6 @@ def _flatten(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
-
-
-def _hide(text: str) -> str:
-    """No credentials in messages: URIs lose their user:password@ part."""
-    return re.sub(r"(?<=://)[^/@\s]*@", "", text)
 
 
 @contextlib.contextmanager

@@ -12,11 +12,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from pydantic import ValidationError
+
+from loopml.config import RemoteConfig
 from loopml.errors import ConfigError, PipelineError
 from loopml.project import Project
 
 REMOTE = "loopml"  # the DVC remote's name in .dvc/config
-SCHEMES = ("s3://", "gs://", "gcs://", "azure://", "az://", "ssh://", "http://", "https://", "webdav://")
 
 
 @dataclass(frozen=True)
@@ -29,17 +31,6 @@ class Transfer:
     summary: str  # DVC's own last line
 
 
-def check_url(url: str) -> str:
-    """A remote URL DVC can use, without credentials in it."""
-    if re.match(r"^[a-z0-9+]+://[^/@]*:[^/@]*@", url):
-        raise ConfigError(f"the data remote {re.sub(r'//[^@]*@', '//', url)} carries credentials in its URL; "
-                          "put them in the environment or .env (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)")  # fmt: skip
-    if "://" in url and not url.startswith(SCHEMES):
-        raise ConfigError(f"the data remote {url!r} has a scheme DVC does not know; expected a folder or one of "
-                          f"{', '.join(SCHEMES)}")  # fmt: skip
-    return url
-
-
 def configure(project: Project) -> str:
     """Make `.dvc/config`'s default remote the one loopml.yaml names; returns its URL."""
     from loopml.pipeline import dvc
@@ -48,13 +39,27 @@ def configure(project: Project) -> str:
     if not remote.url:
         raise ConfigError("no data remote is configured; set remote.url in loopml.yaml, or run "
                           "`loopml data remote add s3://bucket/path [--endpoint-url URL]`")  # fmt: skip
-    url = check_url(remote.url)
-    if "://" not in url:
-        url = str((project.root / url).resolve())
-    dvc(project.root, "remote", "add", "--force", "--default", REMOTE, url)
-    if remote.endpoint_url:
-        dvc(project.root, "remote", "modify", REMOTE, "endpointurl", remote.endpoint_url)
+    url = remote.url if "://" in remote.url else str((project.root / remote.url).resolve())
+    if _dvc_remote(project) != (url, remote.endpoint_url):  # each dvc call costs a second: only when it differs
+        dvc(project.root, "remote", "add", "--force", "--default", REMOTE, url)
+        if remote.endpoint_url:
+            dvc(project.root, "remote", "modify", REMOTE, "endpointurl", remote.endpoint_url)
     return url
+
+
+def _dvc_remote(project: Project) -> tuple[str | None, str | None] | None:
+    """(url, endpointurl) of the default remote when it is loopml's, as `.dvc/config` has it."""
+    import configparser
+
+    parser = configparser.ConfigParser()
+    try:
+        parser.read(project.root / ".dvc" / "config")
+    except configparser.Error:
+        return None  # DVC will say what is wrong with it
+    section = f"'remote \"{REMOTE}\"'"  # DVC writes the section as ['remote "loopml"']
+    if parser.get("core", "remote", fallback=None) != REMOTE or not parser.has_section(section):
+        return None
+    return parser.get(section, "url", fallback=None), parser.get(section, "endpointurl", fallback=None)
 
 
 def add(project: Project, url: str, endpoint_url: str | None) -> str:
@@ -63,9 +68,12 @@ def add(project: Project, url: str, endpoint_url: str | None) -> str:
 
     from loopml.fileio import atomic_output
 
-    check_url(url)
-    if endpoint_url and not endpoint_url.startswith(("http://", "https://")):
-        raise ConfigError(f"--endpoint-url must be an http(s) URL like http://127.0.0.1:9000; got {endpoint_url!r}")
+    try:  # loopml.yaml's own rules, before anything is written
+        RemoteConfig(url=url, endpoint_url=endpoint_url)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        option = "URL" if tuple(error["loc"]) == ("url",) else "--endpoint-url"  # the rest are about the endpoint
+        raise ConfigError(f"{option}: {error['msg'].removeprefix('Value error, ')}") from None
     path = project.root / "loopml.yaml"
     yaml = YAML()
     yaml.preserve_quotes = True
@@ -104,7 +112,7 @@ def _transfer(project: Project, direction: str) -> Transfer:
 def _why(text: str) -> str:
     """DVC's error, with the fix for the usual causes."""
     hints = {
-        "NoSuchBucket": "the bucket does not exist: create it, or fix data.remote",
+        "NoSuchBucket": "the bucket does not exist: create it, or fix remote.url",
         "InvalidAccessKeyId": "the S3 server does not know the access key: check AWS_ACCESS_KEY_ID",
         "SignatureDoesNotMatch": "the secret key is wrong: check AWS_SECRET_ACCESS_KEY",
         "Unable to locate credentials": "no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "

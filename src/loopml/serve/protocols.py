@@ -17,6 +17,7 @@ import contextlib
 import io
 import math
 import struct
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -511,7 +512,10 @@ def parse_mlflow(body: bytes, content_type: str, inputs) -> Rows:
         raise RequestError(f"Content-Type must be application/json or text/csv; got {content_type[:80]!r}", status=415)
     payload, shape = parse_json_shaped(body)
     scan_bools = shape.bools  # without true/false written no value can be a boolean
-    plain = _plain_numbers(shape, payload)
+
+    def plain() -> bool:  # a walk over the document: only numeric rows use it (not records, columns, tables)
+        return _plain_numbers(shape, payload)
+
     if not isinstance(payload, dict):
         raise RequestError("the JSON body must be an object with one of dataframe_split, dataframe_records, "
                            "instances, inputs")  # fmt: skip
@@ -551,12 +555,12 @@ def parse_mlflow(body: bytes, content_type: str, inputs) -> Rows:
 
 
 def _from_rows(rows: Any, columns: list[str], inputs: Signature, key: str, scan_bools: bool = True,
-               plain: bool = False) -> Rows:  # fmt: skip
+               plain: Callable[[], bool] = lambda: False) -> Rows:  # fmt: skip
     """Rows as lists whose values follow `columns` (the model's input order when none were given)."""
     if not isinstance(rows, list) or not rows:
         raise RequestError(f"{key} has no rows")
     if inputs.numeric:
-        matrix = _number_rows(rows, len(columns), key, scan_bools, plain)
+        matrix = _number_rows(rows, len(columns), key, scan_bools, plain())
         if matrix is not None:
             names = inputs.names
             _columns_present(columns, names)
