@@ -115,3 +115,20 @@ def test_the_data_remote_is_checked_where_it_is_set_and_never_shows_credentials(
     assert "endpoint_url is for an s3:// remote" in message
     cfg = load_config(write(tmp_path, VALID + 'remote: {url: "s3://b/x", endpoint_url: "http://127.0.0.1:9000"}\n'), {})
     assert cfg.remote.url == "s3://b/x" and cfg.remote.endpoint_url == "http://127.0.0.1:9000"
+
+
+def test_deploy_section_checks_quantities_bounds_and_names(tmp_path):
+    cfg = load_config(
+        write(tmp_path, VALID + "deploy: {image: ghcr.io/acme/demo, memory: 512Mi, canary_weight: 5}\n"), {}
+    )
+    assert (cfg.deploy.image, cfg.deploy.memory, cfg.deploy.canary_weight, cfg.deploy.cpu) == (
+        "ghcr.io/acme/demo", "512Mi", 5, "1")  # fmt: skip
+    assert "Kubernetes quantity" in error(tmp_path, VALID + "deploy: {memory: 2GB}\n")
+    assert "max_replicas (2) is below replicas (3)" in error(
+        tmp_path, VALID + "deploy: {replicas: 3, max_replicas: 2}\n"
+    )
+    assert "deploy.namespace" in error(tmp_path, VALID + "deploy: {namespace: My_Space}\n")
+    assert "deploy.canary_weight" in error(tmp_path, VALID + "deploy: {canary_weight: 150}\n")
+    assert load_config(write(tmp_path, VALID + "deploy: {cpu: 2, cpu_limit: 2.5}\n"), {}).deploy.cpu_limit == "2.5"
+    message = error(tmp_path, VALID + "deploy: {cpu: 2}\n", {"LOOPML_DEPLOY__CPU": "lots"})
+    assert "LOOPML_DEPLOY__CPU" in message and "'lots'" in message

@@ -366,6 +366,49 @@ class RemoteConfig(Section):
         return self
 
 
+QUANTITY = re.compile(r"^\d+(\.\d+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$")  # a Kubernetes resource quantity
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+
+
+class DeployConfig(Section):
+    """How `loopml deploy render` ships the model: the image, the cluster and the rollout. Every
+    rendered file (compose, Kubernetes, CI) takes these, so they agree with one another."""
+
+    image: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9._/:-]*$")  # the serving image's repository
+    # (without a tag), e.g. ghcr.io/acme/digits; default: the project's name. The tag is vVERSION.
+    namespace: str = Field("default", pattern=DNS_LABEL)  # Kubernetes namespace
+    replicas: int = Field(2, ge=1, le=1000)  # serving pods when no autoscaler acts (and the HPA's minimum)
+    max_replicas: int = Field(10, ge=1, le=1000)  # the HPA's maximum
+    target_cpu_percent: int = Field(70, ge=1, le=100)  # the HPA scales out above this CPU use ...
+    target_queue_rows: float = Field(32, gt=0, le=1 << 20)  # ... or above this mean loopml_queue_depth per pod
+    cpu: str = "1"  # CPU request per serving pod (a Kubernetes quantity: "500m", "2")
+    cpu_limit: str = "2"
+    memory: str = "2Gi"  # memory request per serving pod
+    memory_limit: str = "4Gi"
+    gpus: int = Field(1, ge=1, le=64)  # nvidia.com/gpu per pod, with --gpu
+    gpu_node_selector: dict[str, str] = {"nvidia.com/gpu.present": "true"}  # GPU Feature Discovery's label
+    domain: str | None = Field(None, pattern=r"^(\*\.)?[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")  # the host the
+    # HTTPRoute answers (e.g. digits.example.com); None: every host of the Gateway
+    gateway: str = Field("loopml", pattern=DNS_LABEL)  # the Gateway API Gateway the HTTPRoute attaches to
+    canary_weight: int = Field(10, ge=0, le=100)  # percent of traffic the canary gets (HTTPRoute weights are integers)
+    model_store: str = Field("s3://loopml/models", pattern=r"^(s3|gs|azure|https?)://\S+$")  # where KServe's
+    # storage initializer finds exported models: <model_store>/<name>/v<version>/
+
+    @field_validator("cpu", "cpu_limit", "memory", "memory_limit", mode="before")
+    @classmethod
+    def _quantity(cls, value: Any) -> str:  # `cpu: 2` in YAML is a number: a quantity all the same
+        if not QUANTITY.match(str(value)):
+            raise ValueError(f'must be a Kubernetes quantity like "500m", "2", "512Mi" or "4Gi"; got {value!r}')
+        return str(value)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> DeployConfig:
+        if self.max_replicas < self.replicas:
+            raise ValueError(f"max_replicas ({self.max_replicas}) is below replicas ({self.replicas}); raise "
+                             "max_replicas or lower replicas")  # fmt: skip
+        return self
+
+
 class Config(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # the registered model's name
     task: Literal["classification", "regression"]
@@ -377,6 +420,7 @@ class Config(Section):
     monitor: MonitorConfig = MonitorConfig()
     loop: LoopConfig = LoopConfig()
     remote: RemoteConfig = RemoteConfig()
+    deploy: DeployConfig = DeployConfig()
 
     @model_validator(mode="after")
     def _gate_metrics_exist(self) -> Config:

@@ -36,6 +36,12 @@ def serve(
         help="While the model is busy, how long a forming batch waits before a second model thread takes it.",
     ),  # fmt: skip
     access_log: bool = typer.Option(True, "--access-log/--no-access-log", help="JSON access lines on stderr."),
+    name: str = typer.Option(
+        None,
+        "--name",
+        help="The name a package folder is served under (default: the project's, else the folder's "
+        "parent's): images and KServe mount the model at a fixed path.",
+    ),  # fmt: skip
 ) -> None:
     """Serve a model over the Open Inference Protocol (KServe V2 / Triton: tritonclient works) and
     MLflow's /invocations, with dynamic batching, canary routing, hot reload and /metrics.
@@ -52,7 +58,7 @@ def serve(
     project = _project_or_none()
     overrides = {"host": host, "port": port, "workers": workers, "max_batch_size": max_batch_size,
                  "max_delay_ms": max_delay_ms}  # fmt: skip
-    settings = resolve(model, canary, project, overrides, access_log)
+    settings = resolve(model, canary, project, overrides, access_log, name=name)
     version = _resolve_or_explain(RegistryLoader(settings.tracking_uri), settings.primary)
     cfg = settings.serve
     err.print(f"serving {settings.primary.uri} (v{version}) on http://{cfg.host}:{cfg.port} "

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from loopml.config import MonitorConfig, Percent, ServeConfig, canary_percent
 from loopml.errors import ConfigError
-from loopml.uri import ModelRef
+from loopml.uri import NAME, ModelRef
 
 
 class ServeSettings(BaseModel):
@@ -34,16 +34,21 @@ class ServeSettings(BaseModel):
 
 
 def resolve(model: str | None, canary: str | None, project=None, overrides: dict[str, Any] | None = None,
-            access_log: bool = True) -> ServeSettings:  # fmt: skip
+            access_log: bool = True, name: str | None = None) -> ServeSettings:  # fmt: skip
     """Settings from a model spec (NAME@ALIAS, models:/..., a package folder, or the project's
-    champion), an optional canary ALIAS:PERCENT, loopml.yaml's `serve:` and CLI overrides."""
+    champion), an optional canary ALIAS:PERCENT, loopml.yaml's `serve:` and CLI overrides; `name`
+    names a package folder (a registry reference carries its own)."""
     base = project.config.serve.model_dump() if project else {}
     try:
         serve = ServeConfig(**{**base, **{k: v for k, v in (overrides or {}).items() if v is not None}})
     except ValidationError as exc:
         problems = "; ".join(f"--{str(e['loc'][0]).replace('_', '-')}: {e['msg']}" for e in exc.errors())
         raise ConfigError(f"serve settings: {problems}") from None
-    primary = ModelRef.parse(model, project.config.name if project else None)
+    if name is not None and not NAME.match(name):
+        raise ConfigError(f"--name must be a model name (letters, digits, _ . -); got {name!r}")
+    primary = ModelRef.parse(model, name or (project.config.name if project else None))
+    if name is not None and primary.in_registry and primary.name != name:
+        raise ConfigError(f"--name {name} names a package folder; {primary.uri} is served as {primary.name}")
     canary_ref, percent = None, 0.0
     if canary:
         alias, _, share = canary.rpartition(":")
@@ -60,5 +65,14 @@ def resolve(model: str | None, canary: str | None, project=None, overrides: dict
         primary=primary, serve=serve, canary=canary_ref, canary_percent=percent,
         tracking_uri=project.tracking_uri if project else os.environ.get("MLFLOW_TRACKING_URI"),
         admin_token=os.environ.get("LOOPML_ADMIN_TOKEN") or None, api_keys=keys, access_log=access_log,
-        monitor=monitor, log_dir=str(project.root / monitor.log_dir) if project else None,
+        monitor=monitor, log_dir=str(project.root / monitor.log_dir) if project else _log_dir_outside(),
     )  # fmt: skip
+
+
+def _log_dir_outside() -> str | None:
+    """Outside a project (an image, a pod) the inference log is kept only where LOOPML_MONITOR__LOG_DIR
+    says, as inside one: the loop watcher reads the same folder."""
+    folder = os.environ.get("LOOPML_MONITOR__LOG_DIR", "").strip()
+    if folder and not os.path.isabs(folder):
+        raise ConfigError(f"LOOPML_MONITOR__LOG_DIR must be an absolute folder outside a project; got {folder!r}")
+    return folder or None
