@@ -10,7 +10,7 @@ JSON = typer.Option(False, "--json", help="Print the stage result as JSON.")
 
 
 def register(app: typer.Typer) -> None:
-    for command in (validate, train, evaluate, register_model):
+    for command in (validate, train, evaluate, register_model, gates):
         app.command(command.__name__.replace("_model", ""))(command)
 
 
@@ -80,12 +80,45 @@ def evaluate(json_out: bool = JSON) -> None:
         rows.append([name, number(value), number(base), number(rival)])
     table("metrics", ["metric", "model", f"baseline ({result.baseline.name})" if result.baseline else "baseline",
                       f"champion {champion.name}" if champion else "champion"], rows)  # fmt: skip
+    _gate_table(result)
+    console.print(f"report: {result.report}")
+
+
+def gates(
+    markdown: bool = typer.Option(False, "--markdown", help="A Markdown table (a pull-request comment, a CI summary)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the evaluation result as JSON."),
+) -> None:
+    """The last evaluation's gates (outputs/evaluate.json), without evaluating again; exit 1 when the
+    model may not be registered. CI runs it after `dvc repro evaluate` to fail a pull request."""
+    from loopml.contracts import EvaluateResult
+    from loopml.errors import ConfigError
+    from loopml.project import Project
+
+    result = Project.find().read_result(EvaluateResult)
+    if result is None:
+        raise ConfigError("no evaluation yet (outputs/evaluate.json): run `loopml run`, or `dvc repro evaluate`")
+    if json_out:
+        emit_json(result)
+    elif markdown:
+        verdict = "passed: registrable" if result.registrable else "**failed**: not registrable"
+        lines = [f"### Gates {verdict}", "", "| metric | kind | rule | value (Δ) | verdict | note |",
+                 "|---|---|---|---|---|---|"]  # fmt: skip
+        lines += [f"| {g.metric} | {g.kind} | `{g.rule}` | {'—' if g.value is None else f'{g.value:.4g}'} | "
+                  f"{'pass' if g.passed else '**fail**'} | {g.note} |" for g in result.gates]  # fmt: skip
+        lines += ["", "| metric | value |", "|---|---|"] + [f"| {k} | {v:.4g} |" for k, v in result.metrics.items()]
+        print("\n".join(lines))
+    else:
+        _gate_table(result)
+    if not result.registrable:
+        raise typer.Exit(1)
+
+
+def _gate_table(result) -> None:
     table("gates", ["metric", "kind", "rule", "value (Δ)", "verdict", "note"], [
         [g.metric, g.kind, g.rule, "—" if g.value is None else f"{g.value:.4g}",
          "[green]pass[/]" if g.passed else "[bold red]fail[/]", g.note]
         for g in result.gates
     ])  # fmt: skip
-    console.print(f"report: {result.report}")
 
 
 def register_model(
