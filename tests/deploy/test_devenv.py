@@ -10,20 +10,25 @@ import subprocess
 import yaml
 from dockerfile_parse import DockerfileParser
 
-from tests.conftest import loopml, loopml_json
+from tests.conftest import BIN, loopml, loopml_json
 
 
 def test_devenv_recipe(tmp_path):
     result = loopml_json("deploy", "render", "devenv", "--out", "env", cwd=tmp_path)
     out = tmp_path / "env"
-    assert sorted(result["files"]) == ["Dockerfile", "README.md", "compose.yaml", "entrypoint.sh"]
+    assert sorted(result["files"]) == ["Dockerfile", "README.md", "compose.yaml", "entrypoint.sh", "requirements.txt",
+                                       "wheels/"]  # fmt: skip
 
     docker = DockerfileParser(path=str(out / "Dockerfile"))
     assert docker.baseimage == "nvidia/cuda:12.8.1-cudnn-devel-ubuntu24.04"
     text = docker.content
     assert "download.pytorch.org/whl/cu128" in text
-    for package in ("torch", "jupyterlab", "numpy", "scipy", "pandas", "matplotlib", "seaborn", "scikit-learn", "tqdm"):
-        assert f" {package}" in text
+    assert 'pip install "torch==${TORCH_VERSION}"' in text and "ARG TORCH_VERSION=2.9.1" in text
+    requirements = (out / "requirements.txt").read_text()
+    for package in ("jupyterlab", "numpy", "scipy", "pandas", "matplotlib", "seaborn", "scikit-learn", "tqdm", "mlflow",
+                    "dvc"):  # fmt: skip
+        assert f"\n{package}" in requirements, package
+    assert [w.name.split("-")[0] for w in (out / "wheels").iterdir()] == ["loopml"]  # the loop runs inside
     for arg in ("WITH_CUPY", "WITH_RAPIDS", "WITH_DALI"):
         assert f"ARG {arg}=0" in text
     assert "cupy-cuda12x" in text and "cudf-cu12" in text and "cuml-cu12" in text and "nvidia-dali" in text
@@ -48,14 +53,24 @@ def test_cuda_version_picks_the_matching_torch_build(tmp_path):
     result = loopml_json("deploy", "render", "devenv", "--out", "env", "--cuda", "12.6.3", cwd=tmp_path)
     assert result["torch_index"].endswith("/cu126")
     assert "nvidia/cuda:${CUDA_VERSION}" in (tmp_path / "env" / "Dockerfile").read_text()
+    # the course material's CUDA 12.4 (an Ubuntu 22.04 image, the last torch built for it), and 13.0
+    old = loopml_json("deploy", "render", "devenv", "--out", "old", "--cuda", "12.4", cwd=tmp_path)
+    assert (old["cuda"], old["ubuntu"], old["torch"], old["torch_index"][-5:]) == ("12.4.1", "22.04", "2.6.0", "cu124")
+    new = loopml_json("deploy", "render", "devenv", "--out", "new", "--cuda", "13.0", cwd=tmp_path)
+    assert new["cuda"] == "13.0.2" and new["torch_index"].endswith("/cu130")
+    assert '"cupy-cuda13x"' in (tmp_path / "new" / "Dockerfile").read_text()
+    for folder in ("env", "old", "new"):
+        dockerfile = str(tmp_path / folder / "Dockerfile")
+        lint = subprocess.run([str(BIN / "hadolint"), dockerfile], capture_output=True, text=True)
+        assert lint.returncode == 0, lint.stdout
 
 
 def test_bad_input(tmp_path):
     proc = loopml("deploy", "render", "devenv", "--cuda", "11.8", cwd=tmp_path, check=False)
-    assert proc.returncode == 1 and "CUDA 12.x" in proc.stderr
+    assert proc.returncode == 1 and "expected one of 12.4.1, 12.6.3, 12.8.1, 12.9.1, 13.0.2" in proc.stderr
     (tmp_path / "devenv").mkdir()
     (tmp_path / "devenv" / "mine").write_text("keep")
     proc = loopml("deploy", "render", "devenv", cwd=tmp_path, check=False)
     assert proc.returncode == 1 and "--force" in proc.stderr
-    proc = loopml("deploy", "render", "k8s", cwd=tmp_path, check=False)
-    assert proc.returncode == 1 and "expected one of devenv" in proc.stderr
+    proc = loopml("deploy", "render", "k8s", cwd=tmp_path, check=False)  # outside a project
+    assert proc.returncode == 1 and "runs inside a project" in proc.stderr

@@ -55,11 +55,14 @@ def test_the_image_context_is_complete_and_hadolint_clean(digits_run, tmp_path):
     assert pip.returncode == 0, pip.stderr[-2000:]
     elsewhere = tmp_path / "run"  # not the project: no loopml.yaml, no registry
     elsewhere.mkdir()
-    served = shutil.copytree(context / "model", tmp_path / "srv" / "digits" / "model")  # where the image has it
+    # laid out as KServe's storage initializer does (/mnt/models, named by --name); the image's own
+    # /srv/digits/model is named by its folder. The image's LOOPML_MONITOR__LOG_DIR keeps the log.
+    served = shutil.copytree(context / "model", tmp_path / "mnt" / "models")
     port = free_port()
-    server = subprocess.Popen([str(venv / "bin" / "loopml"), "serve", "--model", str(served), "--port",
-                               str(port)], cwd=elsewhere, env={"PATH": f"{venv / 'bin'}:/usr/bin:/bin",
-                                                                "HOME": str(elsewhere)},
+    server = subprocess.Popen([str(venv / "bin" / "loopml"), "serve", "--model", str(served), "--name", "digits",
+                               "--port", str(port)], cwd=elsewhere,
+                              env={"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "HOME": str(elsewhere),
+                                   "LOOPML_MONITOR__LOG_DIR": str(tmp_path / "inference")},
                               stdout=(tmp_path / "serve.log").open("w"), stderr=subprocess.STDOUT)  # fmt: skip
     try:
         wait_ready(f"http://127.0.0.1:{port}", server, seconds=180)
@@ -78,6 +81,7 @@ def test_the_image_context_is_complete_and_hadolint_clean(digits_run, tmp_path):
         server.terminate()
         server.wait(timeout=60)
     assert "Traceback" not in (tmp_path / "serve.log").read_text()
+    assert list((tmp_path / "inference").rglob("*.parquet")), "no inference log where LOOPML_MONITOR__LOG_DIR says"
 
 
 def test_bad_choices_are_refused_with_the_choices_named(digits_run, tmp_path):
@@ -90,7 +94,7 @@ def test_bad_choices_are_refused_with_the_choices_named(digits_run, tmp_path):
                      cwd=digits_run, check=False)  # fmt: skip
     assert missing.returncode == 1 and "digits has no version '9'; versions: 1" in missing.stderr
     unknown = loopml("deploy", "render", "kubernetes", cwd=digits_run, check=False)
-    assert unknown.returncode == 1 and "expected one of devenv, serve, monitoring" in unknown.stderr
+    assert unknown.returncode == 1 and "expected one of serve, compose, k8s, ci, devenv" in unknown.stderr
     kept = tmp_path / "kept"
     kept.mkdir()
     (kept / "mine.txt").write_text("not loopml's")

@@ -43,6 +43,26 @@ class ImageFacts:
 
 def export(project: Project, ref_text: str | None, out: Path, gpu: bool, pull: bool) -> ImageFacts:
     """Write model/ (unless pulled), requirements.txt and wheels/ into `out`; the facts for the Dockerfile."""
+    facts, mlflow_model, package = _resolve(project, ref_text, gpu, pull)
+    out.mkdir(parents=True, exist_ok=True)
+    if not pull:
+        if (out / "model").exists():
+            shutil.rmtree(out / "model")
+        shutil.copytree(package, out / "model")
+    requirements = (mlflow_model / "requirements.txt").read_text() if (mlflow_model / "requirements.txt").is_file() \
+        else ""  # fmt: skip
+    (out / "requirements.txt").write_text(_requirements(requirements))
+    loopml_wheel(out / "wheels")
+    return facts
+
+
+def describe(project: Project, ref_text: str | None, gpu: bool) -> ImageFacts:
+    """The facts of the version an image ships, without writing anything (compose and k8s name its tag)."""
+    return _resolve(project, ref_text, gpu, pull=False)[0]
+
+
+def _resolve(project: Project, ref_text: str | None, gpu: bool, pull: bool) -> tuple[ImageFacts, Path, Path]:
+    """The chosen registered version's facts, its MLflow model folder and its loopml package folder."""
     from loopml.contracts import Tag
     from loopml.registry import Registry
     from loopml.uri import ModelRef
@@ -63,23 +83,15 @@ def export(project: Project, ref_text: str | None, out: Path, gpu: bool, pull: b
     packages = environment.get("packages", {})
     torch = packages.get("torch") if (package / "weights.pt").is_file() else None
     cuda = _cuda_image(torch) if gpu else None
-    out.mkdir(parents=True, exist_ok=True)
-    if not pull:
-        if (out / "model").exists():
-            shutil.rmtree(out / "model")
-        shutil.copytree(package, out / "model")
-    requirements = (mlflow_model / "requirements.txt").read_text() if (mlflow_model / "requirements.txt").is_file() \
-        else ""  # fmt: skip
-    (out / "requirements.txt").write_text(_requirements(requirements))
-    _loopml_wheel(out / "wheels")
     python = ".".join(str(packages.get("python", f"{sys.version_info[0]}.{sys.version_info[1]}")).split(".")[:2])
     # loopml itself depends on torch: a CPU image takes PyTorch's CPU build (PyPI's Linux wheel carries CUDA)
     index = f"https://download.pytorch.org/whl/cu{cuda.replace('.', '')}" if cuda else CPU_TORCH_INDEX
-    return ImageFacts(
+    facts = ImageFacts(
         name=ref.name, version=version, alias=ref.alias or "", run_id=described.run_id or "",
         data_digest=described.data_digest, git_commit=described.tags.get(Tag.GIT_COMMIT, "") or _git_head(project),
         python=python, torch=torch, cuda=CUDA_IMAGES[cuda] if cuda else None, torch_index=index, pulled=pull,
     )  # fmt: skip
+    return facts, mlflow_model, package
 
 
 def _cuda_image(torch: str | None) -> str:
@@ -108,8 +120,13 @@ def _requirements(text: str) -> str:
         "\n".join(kept) + "\n"  # fmt: skip
 
 
-def _loopml_wheel(folder: Path) -> None:
-    """loopml itself as a wheel (it serves the model): built from the source tree this loopml runs from."""
+def loopml_wheel(folder: Path) -> None:
+    """loopml itself as a wheel (it serves the model): built from the source tree this loopml runs from.
+
+    Built from a copy of the tree: setuptools builds in the tree's build/ folder, which two renders
+    running at once (or a developer's own build) would share."""
+    import tempfile
+
     import loopml
 
     source = Path(loopml.__file__).resolve().parents[2]
@@ -118,8 +135,15 @@ def _loopml_wheel(folder: Path) -> None:
                           f"{folder} by hand (pip download loopml --no-deps -d {folder})")  # fmt: skip
     if folder.exists():
         shutil.rmtree(folder)
-    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
-                           str(folder), str(source)], capture_output=True, text=True)  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="loopml-wheel-") as scratch:
+        tree = Path(scratch) / "src-tree"
+        tree.mkdir()
+        for name in ("pyproject.toml", "README.md", "LICENSE"):
+            if (source / name).is_file():
+                shutil.copy2(source / name, tree / name)
+        shutil.copytree(source / "src", tree / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        done = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+                               str(folder), str(tree)], capture_output=True, text=True)  # fmt: skip
     if done.returncode != 0:
         raise ConfigError(f"could not build loopml's wheel from {source}: {done.stderr.strip()[-500:]}")
 

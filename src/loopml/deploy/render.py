@@ -7,8 +7,11 @@ with `${...}` left alone for Docker Compose and the shell.
 from __future__ import annotations
 
 import json
+import os
 import re
 import stat
+import subprocess
+import sys
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
@@ -20,13 +23,40 @@ if TYPE_CHECKING:
     from loopml.project import Project
 
 TARGETS = {
-    "devenv": "a GPU deep-learning dev environment: CUDA + cuDNN, PyTorch, JupyterLab, SSH (compose)",
     "serve": "the serving image's build context: Dockerfile, the model exported from the registry, requirements",
+    "compose": "the team stack in one compose file: loopml serve (and a canary), MLflow on PostgreSQL, MinIO, "
+    "Prometheus, Alertmanager, Grafana and the loop watcher",
+    "k8s": "Kubernetes manifests (kustomize base, production and canary overlays): Deployment, Service, HPA, PDB, "
+    "ServiceMonitor, PrometheusRule, HTTPRoute; a KServe InferenceService; a training Job",
+    "ci": "CI pipelines for the project: GitHub Actions and GitLab CI (lint, test, gate, image, promote)",
+    "devenv": "a GPU deep-learning dev environment with loopml, MLflow and DVC: CUDA + cuDNN, PyTorch, "
+    "JupyterLab, SSH (compose)",
     "monitoring": "Prometheus scrape config and alert rules (with promtool tests), Alertmanager, Grafana dashboards",
+    "all": "serve, compose, k8s, ci and devenv into one folder, with a README from build to rollout to rollback",
 }
-# CUDA 12.x images of nvidia/cuda and the PyTorch wheel index built for each.
-CUDA_TORCH_INDEX = {"12.6": "cu126", "12.8": "cu128", "12.9": "cu129"}
+ALL = ("serve", "compose", "k8s", "ci", "devenv")
+# nvidia/cuda cudnn-devel images the dev environment builds on: (PyTorch wheel index, the newest torch
+# release published on it and its torchvision, Ubuntu release of the image). 12.4 is what the course material uses; 13.0
+# what current drivers (the lent H100s: 580) run.
+DEVENV_CUDA = {
+    "12.4.1": ("cu124", "2.6.0", "0.21.0", "22.04"),
+    "12.6.3": ("cu126", "2.9.1", "0.24.1", "24.04"),
+    "12.8.1": ("cu128", "2.9.1", "0.24.1", "24.04"),
+    "12.9.1": ("cu129", "2.8.0", "0.23.0", "24.04"),
+    "13.0.2": ("cu130", "2.9.1", "0.24.1", "24.04"),
+}
 DEFAULT_CUDA = "12.8.1"
+PYPI_TORCH_CUDA = "12.8.1"  # the CUDA runtime of PyPI's Linux torch wheel: what CI's `pip install loopml` trains with
+# The compose stack's third-party images, pinned (PostgreSQL major, MinIO and mc releases, Prometheus,
+# Alertmanager and Grafana versions); MLflow's image follows the MLflow that renders it.
+STACK_IMAGES = {
+    "postgres_version": "17",
+    "minio_image": "minio/minio:RELEASE.2025-04-22T22-12-26Z",
+    "mc_image": "minio/mc:RELEASE.2025-04-16T18-13-26Z",
+    "prometheus_image": "prom/prometheus:v3.5.0",
+    "alertmanager_image": "prom/alertmanager:v0.28.1",
+    "grafana_image": "grafana/grafana:12.1.1",
+}
 EXECUTABLE = {"entrypoint.sh"}
 
 
@@ -55,43 +85,183 @@ class ImageChoice:
     image: str | None = None  # the tag the README's commands use
 
 
+@dataclass(frozen=True)
+class Release:
+    """The version compose, k8s and ci ship, as its image names it."""
+
+    name: str
+    version: str
+    alias: str
+    image: str  # repository:tag of the serving image
+    repository: str
+    tag: str
+    gpu: bool
+    cuda: str | None  # the image's CUDA runtime version under --gpu
+
+
 def render(target: str, out: Path, force: bool = False, cuda: str = DEFAULT_CUDA, user: str = "dev",
            monitoring: MonitoringTargets | None = None, project: Project | None = None,
            image: ImageChoice | None = None) -> dict[str, Any]:  # fmt: skip
+    """Write `target`'s files into `out`: what was written, and the facts it was rendered from."""
     if target not in TARGETS:
         raise ConfigError(f'unknown deploy target "{target}"; expected one of {", ".join(TARGETS)}')
     if out.exists() and any(out.iterdir()) and not force:
         raise ConfigError(f"{out} is not empty; choose another --out or pass --force to overwrite its files")
+    image = image or ImageChoice()
+    if target == "all":
+        return _render_all(out, cuda, user, project, image)
     if target == "devenv":
-        context = _devenv_context(cuda, user)
+        context = _devenv_context(cuda, user, out)
     elif target == "monitoring":
         context = _monitoring_context(monitoring or MonitoringTargets(), project)
+    elif target == "serve":
+        context = _image_context(image, project, out)
     else:
-        context = _image_context(image or ImageChoice(), project, out)
-    import jinja2
+        context = _release_context(target, image, project)
+    if target == "compose":
+        context = {**context, **STACK_IMAGES, **_installed("psycopg2-binary", "boto3"),
+                   "project_dir": os.path.relpath(project.root, out.resolve())}  # fmt: skip
+    if target == "k8s":
+        context = {**context, **_cluster_context(project, context)}
+    written = _write(target, out, context)
+    if target == "k8s":  # the monitoring alert rules, as the Prometheus Operator takes them
+        written.append(_prometheus_rule(out, project, context["app"]))
+    if target in ("serve", "devenv"):
+        written += [name for name in ("requirements.txt", "wheels/", "model/") if (out / name).exists()]
+    if target == "monitoring":
+        written += _dashboards(out)
+    if target == "compose":  # the stack's own Prometheus, Alertmanager and Grafana files, wired to its services
+        inside = MonitoringTargets(serve="serve:8000", gpu="gpu-exporter:9400" if image.gpu else "",
+                                   alertmanager="alertmanager:9093", webhook="http://watcher:8765/alerts",
+                                   webhook_token_file="/run/secrets/alert_token",
+                                   prometheus_url="http://prometheus:9090")  # fmt: skip
+        stack = _monitoring_context(inside, project)
+        written += [f"monitoring/{name}" for name in _write("monitoring", out / "monitoring", stack)]
+        written += [f"monitoring/{name}" for name in _dashboards(out / "monitoring")]
+    return {"target": target, "out": str(out), "files": written, **_plain(context)}
 
-    env = jinja2.Environment(keep_trailing_newline=True, undefined=jinja2.StrictUndefined, autoescape=False)
+
+def _render_all(out: Path, cuda: str, user: str, project: Project | None, image: ImageChoice) -> dict[str, Any]:
+    """Every shipping target into its own subfolder of `out`, then the README that ties them together."""
+    if project is None:
+        raise ConfigError("`loopml deploy render all` runs inside a project: cd into one (it ships the project's "
+                          "registered model)")  # fmt: skip
+    results = {}
+    for target in ALL:
+        results[target] = render(target, out / target, force=True, cuda=cuda, user=user, project=project,
+                                 image=image)  # fmt: skip
+    context = {**_release_context("all", image, project), "devenv_cuda": results["devenv"]["cuda"]}
+    context = {**context, **_cluster_context(project, context)}
+    written = _write("all", out, context)
+    files = written + [f"{target}/{name}" for target, result in results.items() for name in result["files"]]
+    return {"target": "all", "out": str(out), "files": files, "image": context["image"],
+            "targets": {t: r["out"] for t, r in results.items()}}  # fmt: skip
+
+
+def _write(target: str, out: Path, context: dict[str, Any]) -> list[str]:
+    """Render the templates of `target` into `out`; the relative names written."""
+
+    env = _jinja()
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for relative, template in _templates(resources.files("loopml.deploy").joinpath("templates", target)):
+    for relative, _ in _templates(resources.files("loopml.deploy").joinpath("templates", target)):
         name = relative.removesuffix(".j2").replace("dot-", ".")  # dot-dockerignore: packaged without a dot
         path = out / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(env.from_string(template.read_text()).render(**context))
+        path.write_text(env.get_template(f"{target}/{relative}").render(**context))
         if path.name in EXECUTABLE:
             path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
         written.append(name)
-    if target == "serve":
-        written += [name for name in ("requirements.txt", "wheels/", "model/") if (out / name).exists()]
-    if target == "monitoring":
-        from loopml.deploy.monitoring import DASHBOARDS, dashboard
+    if target == "compose":  # secrets of this stack, generated once: an existing .env is the user's
+        env_file = out / ".env"
+        if not env_file.exists():
+            env_file.write_text(_secrets())
+            env_file.chmod(0o600)
+            written.append(".env")
+    return written
 
-        for uid in DASHBOARDS:
-            name = f"grafana/dashboards/{uid}.json"
-            (out / name).parent.mkdir(parents=True, exist_ok=True)
-            (out / name).write_text(json.dumps(dashboard(uid), indent=2) + "\n")
-            written.append(name)
-    return {"target": target, "out": str(out), "files": written, **context}
+
+def _jinja():
+    """Templates by path under templates/ (so one may import another's macros); nothing escaped."""
+    import jinja2
+
+    folder = str(resources.files("loopml.deploy").joinpath("templates"))
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(folder), keep_trailing_newline=True,
+                              undefined=jinja2.StrictUndefined, autoescape=False)  # fmt: skip
+
+
+def _cluster_context(project: Project, context: dict[str, Any]) -> dict[str, Any]:
+    """What the manifests add: a DNS-safe app name, the HPA's queue target, where KServe finds the
+    model, and the repository the training Job clones (the project's git remote, when it has one)."""
+    deploy = project.config.deploy
+    app = re.sub(r"[^a-z0-9-]+", "-", project.config.name.lower()).strip("-")[:50] or "model"
+    done = subprocess.run(["git", "remote", "get-url", "origin"], cwd=project.root, capture_output=True, text=True)
+    branch = subprocess.run(["git", "branch", "--show-current"], cwd=project.root, capture_output=True, text=True)
+    return {"app": app, "queue_target": format(deploy.target_queue_rows, "g"),
+            "storage_uri": f"{deploy.model_store.rstrip('/')}/{project.config.name}/v{context['version']}",
+            "git_url": done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else
+            f"https://git.example.com/team/{project.config.name}.git",
+            "git_branch": branch.stdout.strip() or "main"}  # fmt: skip
+
+
+def _prometheus_rule(out: Path, project: Project, app: str) -> str:
+    """overlays/production/prometheusrule.yaml: the rules of `render monitoring`'s alerts.yml (one
+    owner of the rules) wrapped as a PrometheusRule."""
+    import yaml
+
+    rules = yaml.safe_load(_jinja().get_template("monitoring/alerts.yml.j2").render(
+        **_monitoring_context(MonitoringTargets(), project)))  # fmt: skip
+    rule = {"apiVersion": "monitoring.coreos.com/v1", "kind": "PrometheusRule",
+            "metadata": {"name": app, "labels": {"app.kubernetes.io/name": app, "app.kubernetes.io/part-of": "loopml"}},
+            "spec": {"groups": rules["groups"]}}  # fmt: skip
+    name = "overlays/production/prometheusrule.yaml"
+    (out / name).write_text("# The alert rules of `loopml deploy render monitoring`, for the Prometheus Operator.\n"
+                            + yaml.safe_dump(rule, sort_keys=False, width=120))  # fmt: skip
+    return name
+
+
+def _dashboards(out: Path) -> list[str]:
+    from loopml.deploy.monitoring import DASHBOARDS, dashboard
+
+    written = []
+    for uid in DASHBOARDS:
+        name = f"grafana/dashboards/{uid}.json"
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text(json.dumps(dashboard(uid), indent=2) + "\n")
+        written.append(name)
+    return written
+
+
+def _secrets() -> str:
+    import secrets
+
+    lines = [
+        "# Secrets of this compose stack, generated by `loopml deploy render compose`: keep this file out",
+        "# of git (.gitignore here says so). Change any value before the first `docker compose up`.",
+    ]
+    for name in ("POSTGRES_PASSWORD", "MINIO_ROOT_PASSWORD", "LOOPML_ADMIN_TOKEN", "LOOPML_ALERT_TOKEN",
+                 "GF_SECURITY_ADMIN_PASSWORD"):  # fmt: skip
+        lines.append(f"{name}={secrets.token_urlsafe(24)}")
+    return "\n".join(lines) + "\n"
+
+
+def _installed(*packages: str) -> dict[str, str]:
+    """{"<package>_version": version} of what runs here, to pin the same in a rendered image."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    pins = {}
+    for package in packages:
+        try:
+            pins[f"{package.split('-')[0]}_version"] = version(package)
+        except PackageNotFoundError:
+            raise ConfigError(f"{package} is not installed here, and the rendered image pins the version that is: "
+                              "pip install 'loopml[team]'") from None  # fmt: skip
+    return pins
+
+
+def _plain(context: dict[str, Any]) -> dict[str, Any]:
+    """The context as JSON-ready values (the deploy section as a dict)."""
+    return {key: value.model_dump() if hasattr(value, "model_dump") else value for key, value in context.items()}
 
 
 def _image_context(choice: ImageChoice, project: Project | None, out: Path) -> dict[str, Any]:
@@ -104,8 +274,39 @@ def _image_context(choice: ImageChoice, project: Project | None, out: Path) -> d
     model_arg = f"models:/{facts.name}/{facts.version}" if choice.pull else f"/srv/{facts.name}/model"
     if choice.pull and facts.alias:
         model_arg = f"models:/{facts.name}@{facts.alias}"
-    tag = choice.image or f"{facts.name}:v{facts.version}"
-    return {**asdict(facts), "image": tag, "model_arg": model_arg}
+    return {**asdict(facts), "image": _release(project, choice, facts).image, "model_arg": model_arg}
+
+
+def _release(project: Project, choice: ImageChoice, facts) -> Release:
+    repository = project.config.deploy.image or project.config.name.lower()
+    tag = f"v{facts.version}"
+    if choice.image:
+        repository, _, tag = choice.image.rpartition(":") if ":" in choice.image.rsplit("/", 1)[-1] else \
+            (choice.image, "", tag)  # fmt: skip
+    return Release(name=facts.name, version=facts.version, alias=facts.alias, image=f"{repository}:{tag}",
+                   repository=repository, tag=tag, gpu=choice.gpu, cuda=facts.cuda)  # fmt: skip
+
+
+def _release_context(target: str, choice: ImageChoice, project: Project | None) -> dict[str, Any]:
+    """compose, k8s, ci (and all's README): the release they ship and the project's deploy settings."""
+    from importlib.metadata import version
+
+    from loopml import __version__
+    from loopml.deploy.image import describe
+
+    if project is None:
+        raise ConfigError(f"`loopml deploy render {target}` runs inside a project: cd into one (it reads the "
+                          "deploy: section of loopml.yaml and the registered model)")  # fmt: skip
+    cfg = project.config
+    if target == "ci":  # CI builds the version its own run registers: no model is needed to render it
+        repository = cfg.deploy.image or cfg.name.lower()
+        release = Release(name=cfg.name, version="", alias="", image=f"{repository}:vVERSION", repository=repository,
+                          tag="", gpu=choice.gpu, cuda=PYPI_TORCH_CUDA)  # fmt: skip
+    else:
+        release = _release(project, choice, describe(project, choice.model, choice.gpu))
+    return {**asdict(release), "deploy": cfg.deploy, "task": cfg.task, "loopml_version": __version__,
+            "mlflow_version": version("mlflow"), "python": f"{sys.version_info[0]}.{sys.version_info[1]}",
+            "canary_alias": "challenger", "target": target}  # fmt: skip
 
 
 def _templates(folder, prefix: str = ""):
@@ -119,15 +320,36 @@ def _templates(folder, prefix: str = ""):
             yield f"{prefix}{entry.name}", entry
 
 
-def _devenv_context(cuda: str, user: str) -> dict[str, Any]:
-    minor = ".".join(cuda.split(".")[:2])
-    if minor not in CUDA_TORCH_INDEX or len(cuda.split(".")) != 3:
-        raise ConfigError(
-            f'--cuda must be a full CUDA 12.x image version like "12.8.1"; got "{cuda}" '
-            f"(PyTorch publishes wheels for {', '.join(CUDA_TORCH_INDEX)})"
-        )
-    return {"cuda": cuda, "cuda_minor": minor, "torch_index": f"https://download.pytorch.org/whl/{CUDA_TORCH_INDEX[minor]}",
-            "user": user}  # fmt: skip
+def _devenv_context(cuda: str, user: str, out: Path) -> dict[str, Any]:
+    """The CUDA image, its PyTorch build, and the pinned loopml, MLflow and DVC the loop needs inside."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    from loopml.deploy.image import loopml_wheel
+
+    full = {".".join(v.split(".")[:2]): v for v in DEVENV_CUDA}.get(cuda, cuda)
+    if full not in DEVENV_CUDA:
+        raise ConfigError(f'--cuda {cuda}: no nvidia/cuda image with a PyTorch build for it; expected one of '
+                          f'{", ".join(DEVENV_CUDA)} (or its major.minor, like 12.4)')  # fmt: skip
+    index, torch, torchvision, ubuntu = DEVENV_CUDA[full]
+    pins = {}
+    for package in ("mlflow", "dvc", "numpy", "scipy", "pandas", "scikit-learn", "matplotlib", "tqdm"):
+        try:
+            pins[package] = installed(package)
+        except PackageNotFoundError:  # not here: the newest release is taken
+            pins[package] = None
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "requirements.txt").write_text(
+        "# the dev environment's Python packages (torch comes from the CUDA index in the Dockerfile);\n"
+        "# loopml itself comes from wheels/. Pinned to what rendered this file.\n"
+        + "".join(f"{name}=={pin}\n" if pin else f"{name}\n" for name, pin in pins.items())
+        + "jupyterlab>=4.2,<5\nseaborn>=0.13,<1\n"
+    )  # fmt: skip
+    loopml_wheel(out / "wheels")
+    return {"cuda": full, "cuda_minor": ".".join(full.split(".")[:2]), "cuda_major": full.split(".")[0],
+            "ubuntu": ubuntu, "torch": torch, "torchvision": torchvision,
+            "torch_index": f"https://download.pytorch.org/whl/{index}", "user": user,
+            "pins": pins}  # fmt: skip
 
 
 def _monitoring_context(targets: MonitoringTargets, project: Project | None) -> dict[str, Any]:
@@ -136,6 +358,8 @@ def _monitoring_context(targets: MonitoringTargets, project: Project | None) -> 
 
     for name in ("serve", "gpu", "alertmanager"):
         value = getattr(targets, name)
+        if name == "gpu" and not value:
+            continue  # no GPU exporter to scrape
         if not re.fullmatch(r"[A-Za-z0-9.\-\[\]:]+:\d{1,5}", value):
             raise ConfigError(f"--{name} must be host:port, like 127.0.0.1:8000; got {value!r}")
     for name in ("webhook", "prometheus_url"):
