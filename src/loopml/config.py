@@ -139,6 +139,30 @@ class ModelConfig(Section):
         return self
 
 
+class DistributedConfig(Section):
+    """Data-parallel training (DDP) under torchrun: `loopml train` (and so `loopml run`) starts
+    torch.distributed.run itself when this asks for more than one process. `batch_size` is per
+    process: the global batch is batch_size x processes."""
+
+    nproc_per_node: int | Literal["gpu"] = Field(1)  # processes per node; "gpu": one per visible GPU
+    nnodes: int = Field(1, ge=1, le=4096)  # nodes; more than one needs rdzv_endpoint
+    rdzv_endpoint: str | None = Field(None, pattern=r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")  # HOST:PORT of the c10d
+    # rendezvous every node joins (the first node's address); None on one node: a standalone rendezvous
+    rdzv_id: str = Field("loopml", pattern=r"^[A-Za-z0-9_.-]+$")  # one training's id (SLURM: $SLURM_JOB_ID)
+    max_restarts: int = Field(0, ge=0, le=1000)  # elastic restarts: a failed worker restarts the group from the
+    # last checkpoint this many times before the training fails
+    backend: Literal["auto", "gloo", "nccl"] = "auto"  # auto: NCCL on CUDA, gloo on CPU
+    scale_lr: bool = False  # the linear scaling rule: train.lr x processes (off: the same lr at any scale)
+    timeout_s: float = Field(300, gt=0, le=86_400)  # rendezvous and collective operations give up after this
+
+    @field_validator("nproc_per_node")
+    @classmethod
+    def _positive(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 1 <= value <= 1024:
+            raise ValueError(f'must be between 1 and 1024 processes, or "gpu"; got {value}')
+        return value
+
+
 class TrainConfig(Section):
     epochs: int = Field(10, ge=1, le=100_000)  # upper bound; early stopping may end sooner
     batch_size: int | Literal["auto"] = "auto"  # auto: largest that fits on a GPU, 64 on CPU
@@ -149,6 +173,7 @@ class TrainConfig(Section):
     seed: int = 42  # seeds weights, shuffling and dropout
     patience: int = Field(3, ge=0, le=100_000)  # early stopping: epochs without val-loss gain; 0 disables
     val_size: float = Field(0.1, gt=0, lt=1)  # share of the training rows used for early stopping
+    distributed: DistributedConfig = DistributedConfig()  # DDP under torchrun (see DistributedConfig)
 
     @field_validator("batch_size")
     @classmethod

@@ -116,6 +116,7 @@ class TrainResult:
     samples_per_s: float | None = None
     fit_seconds: float | None = None  # scikit-learn models
     history: list[dict[str, float]] = field(default_factory=list)
+    world_size: int | None = None  # torch: processes that trained it (DDP)
 
 
 @dataclass(frozen=True)

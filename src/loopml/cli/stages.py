@@ -43,19 +43,46 @@ def train(
         help="Continue from the last checkpoint (`loopml run --resume` sets LOOPML_RESUME).",
     ),
     json_out: bool = JSON,
+    nproc_per_node: str = typer.Option(
+        None, "--nproc-per-node", help='DDP: processes per node, or "gpu" for one per GPU (train.distributed).'
+    ),  # fmt: skip
+    nnodes: int = typer.Option(None, "--nnodes", help="DDP: nodes, each running this command (needs --rdzv-endpoint)."),
+    rdzv_endpoint: str = typer.Option(None, "--rdzv-endpoint", help="DDP: HOST:PORT of the c10d rendezvous."),
+    max_restarts: int = typer.Option(None, "--max-restarts", help="DDP: restarts from the checkpoint after a failure."),
 ) -> None:
     """Fit the model (PyTorch loop or any scikit-learn-compatible estimator) and log it to MLflow.
 
     The column preprocessing (categories, dates, missing values) is fitted on the training rows and
     packaged with the model. Device and precision are chosen automatically (CUDA -> MPS -> CPU;
     bf16 autocast where the GPU supports it); a checkpoint is written every epoch so `--resume`
-    continues a killed run.
+    continues a killed run. With more than one process (train.distributed, or --nproc-per-node),
+    loopml starts torch.distributed.run itself: DDP with gloo on CPU, NCCL on GPUs, one MLflow run.
     """
+    import os
+
     from loopml.project import Project
+    from loopml.train.distributed import launch_command, run_launch
     from loopml.train.stage import train as run_stage
 
-    result = run_stage(Project.find(), resume=resume, show_progress=not json_out)
-    _show(result, json_out)
+    launch = {"nproc_per_node": nproc_per_node, "nnodes": nnodes, "rdzv_endpoint": rdzv_endpoint,
+              "max_restarts": max_restarts}  # fmt: skip
+    for key, value in launch.items():  # through the config, so they are checked alike and the workers inherit them
+        if value is not None:
+            os.environ[f"LOOPML_TRAIN__DISTRIBUTED__{key.upper()}"] = str(value)
+    project = Project.find()
+    command = launch_command(project.config.train.distributed,
+                             [*(["--resume"] if resume else []), *(["--json"] if json_out else [])])
+    if command is not None:
+        err.print(f"loopml: DDP with {' '.join(a for a in command if a.startswith('--n'))}: {' '.join(command)}",
+                  highlight=False, markup=False)  # fmt: skip
+        failure = run_launch(command, project.root, project.config.train.distributed)
+        if failure:
+            err.print(f"[bold red]error:[/] {failure}", highlight=False)
+            raise typer.Exit(1)
+        return
+    result = run_stage(project, resume=resume, show_progress=not json_out)
+    if result is not None:  # under DDP, rank 0 reports for every rank
+        _show(result, json_out)
 
 
 def evaluate(json_out: bool = JSON) -> None:

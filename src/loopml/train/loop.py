@@ -1,10 +1,15 @@
-"""The PyTorch training loop: autocast, seeded shuffling, early stopping, checkpoint/resume.
+"""The PyTorch training loop: autocast, seeded shuffling, early stopping, checkpoint/resume, DDP.
 
 Kept deliberately close to a hand-written loop (data lives on the device as tensors, batches
 are index slices, no per-batch host sync) so its samples/s stays within a few percent of the
 plain loop — `bench/train_overhead.py` measures that. A checkpoint is written after every
 epoch with everything needed to continue bit-for-bit: weights, optimizer, grad scaler, the
 shuffling generator and the global RNG, the early-stopping state and the metric history.
+
+Under DDP (`world.distributed`) every rank takes its shard of each epoch's permutation (the same
+generator state everywhere: DistributedSampler with `set_epoch`), gradients are averaged by
+DistributedDataParallel, losses summed over ranks, and rank 0 alone writes the checkpoint while
+the others wait at a barrier. Early stopping is rank 0's decision, shared, so no rank leaves early.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import numpy as np
 
 from loopml.errors import ModelError
 from loopml.progress import progress_bar
+from loopml.train.distributed import World
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +46,7 @@ class LoopSettings:
     checkpoint: Path | None = None
     resume: bool = False
     fingerprint: str = ""  # identifies config + data; a checkpoint from other settings is refused
+    world: World = field(default_factory=World)  # this process's rank among the training's processes
 
 
 @dataclass
@@ -49,8 +56,9 @@ class FitResult:
     stopped_early: bool
     resumed_from: int | None
     seconds: float
-    samples_per_s: float
+    samples_per_s: float  # all ranks together
     history: list[dict[str, float]] = field(default_factory=list)
+    rank_samples_per_s: float = 0.0  # this rank's
 
 
 def fit(model, X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarray, y_val: np.ndarray,
@@ -60,8 +68,14 @@ def fit(model, X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarray, y_va
 
     device = settings.device
     dtype = settings.autocast_dtype
+    world = settings.world
     classification = task == "classification"
     model.to(device)
+    net = model  # what trains: the model itself, or its DDP wrapper (checkpoints hold the model's state)
+    if world.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     loss_fn = torch.nn.CrossEntropyLoss() if classification else torch.nn.MSELoss()
@@ -72,6 +86,7 @@ def fit(model, X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarray, y_va
     xv = torch.as_tensor(X_val, dtype=torch.float32, device=device)
     yv = torch.as_tensor(y_val, dtype=target_dtype, device=device)
     n, bs = len(xt), settings.batch_size
+    shard = n // world.size  # rows per rank per epoch: equal, so no rank waits on a step the others skip
 
     start_epoch, best_loss, best_epoch, bad_epochs = 0, math.inf, -1, 0
     best_state, history, resumed_from = None, [], None
@@ -97,9 +112,9 @@ def fit(model, X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarray, y_va
     def autocast():
         return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
-    def forward_loss(xb, yb):
+    def forward_loss(xb, yb, module=net):
         with autocast():
-            out = model(xb)
+            out = module(xb)
             return loss_fn(out if classification else out.reshape(-1), yb), out
 
     def step(loss):
@@ -112,25 +127,30 @@ def fit(model, X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarray, y_va
             loss.backward()
             optimizer.step()
 
-    progress = progress_bar(show_progress)
-    steps = math.ceil(n / bs)
+    progress = progress_bar(show_progress and world.is_main)
+    steps = math.ceil(shard / bs)
     task_id = progress.add_task("train", total=(settings.epochs - start_epoch) * steps)
     stopped_early = False
     trained_samples = 0
     started = time.perf_counter()
     with progress:
         for epoch in range(start_epoch, settings.epochs):
-            model.train()
-            perm = torch.randperm(n, generator=generator).to(device)
+            net.train()
+            perm = torch.randperm(n, generator=generator)
+            if world.distributed:
+                perm = perm[: shard * world.size][world.rank :: world.size]
+            perm = perm.to(device)
             total = torch.zeros((), device=device)
-            for i in range(0, n, bs):
+            for i in range(0, shard, bs):
                 idx = perm[i : i + bs]
                 loss, _ = forward_loss(xt[idx], yt[idx])
                 step(loss)
                 total.add_(loss.detach(), alpha=len(idx))
                 progress.advance(task_id)
-            trained_samples += n
-            metrics = {"train_loss": total.item() / n, **_evaluate(model, forward_loss, xv, yv, classification)}
+            trained_samples += shard
+            world.sum_(total)
+            metrics = {"train_loss": total.item() / (shard * world.size),
+                       **_evaluate(model, forward_loss, xv, yv, classification)}  # fmt: skip
             if not math.isfinite(metrics["train_loss"]):
                 raise ModelError(
                     f"training diverged at epoch {epoch + 1} (loss {metrics['train_loss']}); "
@@ -144,9 +164,9 @@ def fit(model, X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarray, y_va
                 bad_epochs += 1
             shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
             progress.update(task_id, description=f"epoch {epoch + 1}/{settings.epochs} {shown}")
-            if on_epoch:
+            if on_epoch and world.is_main:
                 on_epoch(epoch + 1, metrics)
-            if settings.checkpoint:
+            if settings.checkpoint and world.is_main:
                 _save_checkpoint(settings.checkpoint, {
                     "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "scaler": scaler.state_dict(), "generator": generator.get_state(),
@@ -155,30 +175,34 @@ def fit(model, X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarray, y_va
                     "best_loss": best_loss, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
                     "best_state": best_state, "history": history, "fingerprint": settings.fingerprint,
                 })  # fmt: skip
-            if settings.patience and bad_epochs >= settings.patience:
+            world.barrier()  # the checkpoint is whole before any rank goes on (or is restarted from it)
+            if world.share(bool(settings.patience and bad_epochs >= settings.patience)):
                 stopped_early = True
                 progress.update(task_id, total=progress.tasks[0].completed)
                 break
     seconds = time.perf_counter() - started
     if settings.patience and best_state is not None:
         model.load_state_dict(best_state)  # early stopping keeps the best epoch, not the last
+    rank_rate = trained_samples / seconds if seconds else 0.0
     return FitResult(
         epochs_run=len(history),
         best_epoch=best_epoch + 1,
         stopped_early=stopped_early,
         resumed_from=resumed_from,
         seconds=seconds,
-        samples_per_s=trained_samples / seconds if seconds else 0.0,
+        samples_per_s=sum(world.gather(rank_rate)),
         history=history,
+        rank_samples_per_s=rank_rate,
     )
 
 
 def _evaluate(model, forward_loss, xv, yv, classification: bool) -> dict[str, float]:
+    """Every rank scores the whole validation split with the same weights: the same figures everywhere."""
     import torch
 
     model.eval()
     with torch.inference_mode():
-        loss, out = forward_loss(xv, yv)
+        loss, out = forward_loss(xv, yv, module=model)
         metrics = {"val_loss": loss.item()}
         if classification:
             metrics["val_accuracy"] = (out.argmax(dim=1) == yv).float().mean().item()

@@ -1,7 +1,13 @@
-"""The train stage: data -> fitted model package (preprocessing inside), tracked in MLflow with its lineage."""
+"""The train stage: data -> fitted model package (preprocessing inside), tracked in MLflow with its lineage.
+
+Under DDP (several torchrun workers, `loopml.train.distributed`) every rank prepares the same data
+and trains its shard; rank 0 alone opens the MLflow run, logs, checkpoints and packages, so a
+training is one run and one package whatever the number of processes.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -20,21 +26,34 @@ from loopml.project import Project
 logger = logging.getLogger(__name__)
 
 
-def train(project: Project, resume: bool = False, show_progress: bool = True) -> TrainResult:
+def train(project: Project, resume: bool = False, show_progress: bool = True) -> TrainResult | None:
     """Fit the configured model, package it in `outputs/model`, log the run; return the result.
-    `resume` continues a killed torch training from its last checkpoint."""
+    `resume` continues a killed torch training from its last checkpoint (an elastic restart under
+    torchrun always does). Under DDP, ranks other than 0 return None: rank 0 owns the result."""
     from loopml.registry import Registry
+    from loopml.train.distributed import world_from_env
 
     started = time.perf_counter()
     cfg = project.config
+    world = world_from_env()
+    if world.distributed and cfg.model.type != "torch":
+        raise ModelError(f"train.distributed runs torch models; {cfg.model.estimator or cfg.model.factory} is a "
+                         "scikit-learn model, which trains in one process: set train.distributed.nproc_per_node: "
+                         "1")  # fmt: skip
+    resume = resume or world.restart > 0
     data = load_dataset(project)
     digest = data_digest(project)
     fingerprint = _fingerprint(cfg, digest)
     checkpoint = project.checkpoint_dir / "last.pt"
-    registry = Registry.of(project)
-    previous_run = _resumable_run(project, fingerprint, registry) if resume else None
+    registry = Registry.of(project) if world.is_main else None
+    previous_run = _resumable_run(project, fingerprint, registry) if resume and world.is_main else None
+    opened = registry.run(run_id=previous_run, name="train", system_metrics=True) if world.is_main else \
+        contextlib.nullcontext(None)  # fmt: skip
 
-    with registry.run(run_id=previous_run, name="train", system_metrics=True) as run_id:
+    with opened as run_id:
+        if not world.is_main:  # the other ranks train their shards; rank 0 logs, checkpoints and packages
+            _train_torch(project, data, fingerprint, checkpoint, resume, None, show_progress)
+            return None
         if previous_run is None:
             registry.log_params({"task": cfg.task, "data": cfg.data.model_dump(exclude={"rules", "columns"}),
                                  "model": cfg.model.model_dump(), "train": cfg.train.model_dump()})  # fmt: skip
@@ -71,6 +90,7 @@ def _train_torch(project: Project, data: Dataset, fingerprint: str, checkpoint, 
     from loopml.system.exporter import readings_for_mlflow
     from loopml.train import preprocess
     from loopml.train.device import auto_batch_size, choose_device, choose_precision, seed_everything
+    from loopml.train.distributed import device_for, setup, teardown
     from loopml.train.factory import call_factory, factory_path, load_factory
     from loopml.train.loop import LoopSettings, fit
     from loopml_runtime import save_package
@@ -114,6 +134,8 @@ def _train_torch(project: Project, data: Dataset, fingerprint: str, checkpoint, 
         return model
 
     device = choose_device(cfg.train.device)
+    world = setup(cfg.train.distributed, device)
+    device = device_for(world, device)
     dtype = choose_precision(device, cfg.train.precision)
     loss_fn = torch.nn.CrossEntropyLoss() if classification else torch.nn.MSELoss()
     batch_size = cfg.train.batch_size
@@ -123,12 +145,17 @@ def _train_torch(project: Project, data: Dataset, fingerprint: str, checkpoint, 
     seed_everything(cfg.train.seed)
     model = build()
     _check_output_shape(model, X_fit[:2], n_outputs, cfg.model.factory)
-    if not resume and checkpoint.exists():
+    if not resume and checkpoint.exists() and world.is_main:
         checkpoint.unlink()
+    world.barrier()  # no rank looks for a checkpoint rank 0 is removing
+    # batch_size is per process: the global batch is batch_size x world size (the linear scaling
+    # rule for the learning rate is opt-in: train.distributed.scale_lr)
+    lr = cfg.train.lr * world.size if cfg.train.distributed.scale_lr else cfg.train.lr
     settings = LoopSettings(
-        epochs=cfg.train.epochs, batch_size=int(batch_size), lr=cfg.train.lr,
+        epochs=cfg.train.epochs, batch_size=int(batch_size), lr=lr,
         weight_decay=cfg.train.weight_decay, patience=cfg.train.patience, seed=cfg.train.seed,
         device=device, autocast_dtype=dtype, checkpoint=checkpoint, resume=resume, fingerprint=fingerprint,
+        world=world,
     )  # fmt: skip
 
     def on_epoch(step: int, metrics: dict) -> None:
@@ -138,7 +165,14 @@ def _train_torch(project: Project, data: Dataset, fingerprint: str, checkpoint, 
 
     result = fit(model, X_fit, y_fit, X_val, y_val, cfg.task, settings, on_epoch=on_epoch,
                  show_progress=show_progress)  # fmt: skip
+    per_rank = world.gather({"samples_per_s": result.rank_samples_per_s, "peak_rss_mb": _peak_rss_mb()})
+    teardown(world)
+    if not world.is_main:
+        return {}, str(device), False, ()
     registry.log_metrics({"samples_per_s": result.samples_per_s, "best_epoch": result.best_epoch})
+    if world.distributed:  # each rank's own figures, tagged by rank in the metric name
+        registry.log_metrics({f"rank{r}.{k}": v for r, figures in enumerate(per_rank) for k, v in figures.items()})
+        registry.set_tags({"loopml.world_size": world.size, "loopml.backend": cfg.train.distributed.backend})
     precision = str(dtype).removeprefix("torch.") if dtype else "fp32"
     save_package(
         project.model_dir,
@@ -160,7 +194,8 @@ def _train_torch(project: Project, data: Dataset, fingerprint: str, checkpoint, 
                "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
                "stopped_early": result.stopped_early, "resumed_from_epoch": result.resumed_from,
                "batch_size": int(batch_size), "precision": precision,
-               "samples_per_s": round(result.samples_per_s, 1), "history": result.history}  # fmt: skip
+               "samples_per_s": round(result.samples_per_s, 1), "history": result.history,
+               "world_size": world.size}  # fmt: skip
     return details, str(device), prep.transformer is not None, ()
 
 
@@ -204,6 +239,12 @@ def _train_sklearn(project: Project, data: Dataset, registry) -> tuple[dict[str,
     details = {"figure": f"{type(final).__name__}, train score {train_score:.3f}", "estimator": type(final).__name__,
                "params": plain(final.get_params(deep=False)), "fit_seconds": round(seconds, 3)}  # fmt: skip
     return details, "cpu", True, distribution_of(final)
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux reports KiB
 
 
 def _takes_missing(estimator, data: Dataset) -> bool:
@@ -255,8 +296,9 @@ def _check_output_shape(model, sample: np.ndarray, n_outputs: int, spec: str) ->
 
 
 def _fingerprint(cfg, digest: str) -> str:
-    payload = json.dumps([cfg.data.model_dump(), cfg.model.model_dump(), cfg.train.model_dump(), digest],
-                         sort_keys=True, default=str)  # fmt: skip
+    # how many processes train is not part of it: a checkpoint resumes under another world size
+    train = cfg.train.model_dump(exclude={"distributed"})
+    payload = json.dumps([cfg.data.model_dump(), cfg.model.model_dump(), train, digest], sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
