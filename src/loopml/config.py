@@ -418,6 +418,9 @@ class DeployConfig(Section):
     canary_weight: int = Field(10, ge=0, le=100)  # percent of traffic the canary gets (HTTPRoute weights are integers)
     model_store: str = Field("s3://loopml/models", pattern=r"^(s3|gs|azure|https?)://\S+$")  # where KServe's
     # storage initializer finds exported models: <model_store>/<name>/v<version>/
+    slurm_partition: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$")  # sbatch --partition; None: the default
+    slurm_time: str = Field("04:00:00", pattern=r"^(\d+-)?\d{1,2}(:\d{2}){0,2}$")  # sbatch --time (D-HH:MM:SS)
+    slurm_cpus_per_task: int = Field(8, ge=1, le=4096)  # CPUs for each node's torchrun agent and its workers
 
     @field_validator("cpu", "cpu_limit", "memory", "memory_limit", mode="before")
     @classmethod

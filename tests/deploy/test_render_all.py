@@ -37,6 +37,8 @@ CRD_SCHEMAS = {
     "ServiceMonitor": "monitoring.coreos.com_servicemonitor_v1.json",
     "PrometheusRule": "monitoring.coreos.com_prometheusrule_v1.json",
     "InferenceService": "serving.kserve.io_inferenceservice_v1beta1.json",
+    "PyTorchJob": "kubeflow.org_pytorchjob_v1.json",
+    "TrainJob": "trainer.kubeflow.org_trainjob_v1alpha1.json",
 }
 # what changes from one environment or training to the next, and is not the templates' doing
 VOLATILE = ("mlflow", "loopml", "dvc", "numpy", "scipy", "pandas", "scikit-learn", "matplotlib", "tqdm",
@@ -93,7 +95,7 @@ def built(overlay: Path) -> list[dict]:
 def test_every_target_is_written_with_a_readme(rendered):
     out, result = rendered
     assert result["target"] == "all" and result["image"] == "digits:v1"
-    assert set(result["targets"]) == {"serve", "compose", "k8s", "ci", "devenv"}
+    assert set(result["targets"]) == {"serve", "compose", "k8s", "ci", "slurm", "devenv"}
     for target in result["targets"]:
         assert (out / target / "README.md").is_file(), target
     walk = (out / "README.md").read_text()
@@ -168,8 +170,12 @@ def test_kubernetes_overlays_build_and_validate(rendered, tmp_path):
     assert {m["type"] for m in hpa["metrics"]} == {"Resource", "Pods"} and hpa["minReplicas"] == 2
     rules = by_name[("PrometheusRule", "digits")]["spec"]["groups"]
     assert sum(len(group["rules"]) for group in rules) == 11  # the monitoring target's rules, one owner
-    others = [yaml.safe_load((k8s / name).read_text()) for name in ("kserve/inferenceservice.yaml", "jobs/train.yaml")]
-    assert validate_manifests(others, tmp_path / "others") == ["InferenceService", "Job"]
+    names = ("kserve/inferenceservice.yaml", "jobs/train.yaml", "jobs/pytorchjob.yaml", "jobs/trainjob.yaml")
+    others = [yaml.safe_load((k8s / name).read_text()) for name in names]
+    assert validate_manifests(others, tmp_path / "others") == ["InferenceService", "Job", "PyTorchJob", "TrainJob"]
+    assert others[3]["spec"]["trainer"]["numProcPerNode"] == 1 and "torch.distributed.run -m loopml train" in str(
+        others[3]["spec"]["trainer"]["command"]
+    )
     # the validators do fail: an unknown field in a core kind, and in a custom resource
     broken = {**stable, "spec": {**stable["spec"], "replica": 3}}
     route = by_name[("HTTPRoute", "digits")]
@@ -190,7 +196,7 @@ def test_pipelines_pass_actionlint_and_their_schemas(rendered):
     assert gitlab["train-gpu"]["tags"] == ["gpu"] and gitlab["promote"]["rules"][0]["when"] == "manual"
 
 
-@pytest.mark.parametrize("target", ["serve", "compose", "k8s", "ci", "devenv"])
+@pytest.mark.parametrize("target", ["serve", "compose", "k8s", "ci", "slurm", "devenv"])
 def test_golden(rendered, target):
     """The render of each target, volatile values masked, equals its golden copy."""
     out, _ = rendered
@@ -253,7 +259,7 @@ def test_gpu_render_reserves_gpus(digits_run, tmp_path, monkeypatch):
 def test_bad_input_is_refused_with_the_choices_named(digits_run, tmp_path):
     unknown = loopml("deploy", "render", "helm", cwd=digits_run, check=False)
     assert unknown.returncode == 1
-    assert "expected one of serve, compose, k8s, ci, devenv, monitoring, all" in unknown.stderr
+    assert "expected one of serve, compose, k8s, ci, slurm, devenv, monitoring, all" in unknown.stderr
     cuda = loopml("deploy", "render", "devenv", "--cuda", "11.8", "--out", str(tmp_path / "d"), cwd=digits_run,
                   check=False)  # fmt: skip
     assert cuda.returncode == 1 and "expected one of 12.4.1, 12.6.3, 12.8.1, 12.9.1, 13.0.2" in cuda.stderr

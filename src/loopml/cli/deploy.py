@@ -81,6 +81,7 @@ def render(
         "compose": f"cd {result['out']} && docker compose up -d (read README.md first)",
         "k8s": f"kubectl apply -k {result['out']}/overlays/production (read README.md first)",
         "ci": f"copy {result['out']}/.github and {result['out']}/.gitlab-ci.yml into the project",
+        "slurm": f"from the project folder: mkdir -p logs && sbatch {result['out']}/train.sbatch",
         "monitoring": f"read {result['out']}/README.md; check with promtool test rules alerts.test.yml",
         "all": f"read {result['out']}/README.md: build, run, gate, canary, promote or roll back",
     }  # fmt: skip

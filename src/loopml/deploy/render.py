@@ -29,12 +29,14 @@ TARGETS = {
     "k8s": "Kubernetes manifests (kustomize base, production and canary overlays): Deployment, Service, HPA, PDB, "
     "ServiceMonitor, PrometheusRule, HTTPRoute; a KServe InferenceService; a training Job",
     "ci": "CI pipelines for the project: GitHub Actions and GitLab CI (lint, test, gate, image, promote)",
+    "slurm": "training on a SLURM cluster: an sbatch script (srun torchrun, rendezvous on the first node, requeue) "
+    "and an Apptainer definition of the training image",
     "devenv": "a GPU deep-learning dev environment with loopml, MLflow and DVC: CUDA + cuDNN, PyTorch, "
     "JupyterLab, SSH (compose)",
     "monitoring": "Prometheus scrape config and alert rules (with promtool tests), Alertmanager, Grafana dashboards",
-    "all": "serve, compose, k8s, ci and devenv into one folder, with a README from build to rollout to rollback",
+    "all": "serve, compose, k8s, ci, slurm and devenv into one folder, with a README from build to rollout to rollback",
 }
-ALL = ("serve", "compose", "k8s", "ci", "devenv")
+ALL = ("serve", "compose", "k8s", "ci", "slurm", "devenv")
 # nvidia/cuda cudnn-devel images the dev environment builds on: (PyTorch wheel index, the newest torch
 # release published on it and its torchvision, Ubuntu release of the image). 12.4 is what the course material uses; 13.0
 # what current drivers (the lent H100s: 580) run.
@@ -123,10 +125,12 @@ def render(target: str, out: Path, force: bool = False, cuda: str = DEFAULT_CUDA
                    "project_dir": os.path.relpath(project.root, out.resolve())}  # fmt: skip
     if target == "k8s":
         context = {**context, **_cluster_context(project, context)}
+    if target == "slurm":
+        context = {**context, **_slurm_context(project, image, out)}
     written = _write(target, out, context)
     if target == "k8s":  # the monitoring alert rules, as the Prometheus Operator takes them
         written.append(_prometheus_rule(out, project, context["app"]))
-    if target in ("serve", "devenv"):
+    if target in ("serve", "devenv", "slurm"):
         written += [name for name in ("requirements.txt", "wheels/", "model/") if (out / name).exists()]
     if target == "monitoring":
         written += _dashboards(out)
@@ -190,6 +194,33 @@ def _jinja():
                               undefined=jinja2.StrictUndefined, autoescape=False)  # fmt: skip
 
 
+def _slurm_context(project: Project, choice: ImageChoice, out: Path) -> dict[str, Any]:
+    """The allocation (from train.distributed and deploy.slurm_*) and the training image's contents."""
+    from importlib.metadata import version
+
+    from loopml.deploy.image import CPU_TORCH_INDEX, loopml_wheel
+
+    distributed, deploy = project.config.train.distributed, project.config.deploy
+    if distributed.nproc_per_node == "gpu" and not choice.gpu:
+        raise ConfigError('train.distributed.nproc_per_node is "gpu": render with --gpu (one worker per GPU, '
+                          "deploy.gpus per node), or set a number of processes")  # fmt: skip
+    nproc = deploy.gpus if distributed.nproc_per_node == "gpu" else distributed.nproc_per_node
+    python = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    torch = version("torch").partition("+")[0]
+    pins = {name: version(name) for name in ("torch", "mlflow", "dvc")}
+    pins["torch"] = torch
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "requirements.txt").write_text("# the training image's pinned stack; loopml comes from wheels/\n"
+                                          + "".join(f"{k}=={v}\n" for k, v in pins.items()))  # fmt: skip
+    loopml_wheel(out / "wheels")
+    return {"nnodes": distributed.nnodes, "nproc": nproc, "gpus_per_node": deploy.gpus if choice.gpu else 0,
+            "cpus_per_task": deploy.slurm_cpus_per_task, "partition": deploy.slurm_partition,
+            "time_limit": deploy.slurm_time, "rdzv_port": 29500, "max_restarts": distributed.max_restarts,
+            "base_image": f"nvidia/cuda:{PYPI_TORCH_CUDA}-runtime-ubuntu24.04" if choice.gpu else
+            f"python:{python}-slim",
+            "torch_index": "https://download.pytorch.org/whl/cu128" if choice.gpu else CPU_TORCH_INDEX}  # fmt: skip
+
+
 def _cluster_context(project: Project, context: dict[str, Any]) -> dict[str, Any]:
     """What the manifests add: a DNS-safe app name, the HPA's queue target, where KServe finds the
     model, and the repository the training Job clones (the project's git remote, when it has one)."""
@@ -197,11 +228,31 @@ def _cluster_context(project: Project, context: dict[str, Any]) -> dict[str, Any
     app = re.sub(r"[^a-z0-9-]+", "-", project.config.name.lower()).strip("-")[:50] or "model"
     done = subprocess.run(["git", "remote", "get-url", "origin"], cwd=project.root, capture_output=True, text=True)
     branch = subprocess.run(["git", "branch", "--show-current"], cwd=project.root, capture_output=True, text=True)
-    return {"app": app, "queue_target": format(deploy.target_queue_rows, "g"),
+    context_git = {"app": app, "queue_target": format(deploy.target_queue_rows, "g"),
             "storage_uri": f"{deploy.model_store.rstrip('/')}/{project.config.name}/v{context['version']}",
             "git_url": done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else
             f"https://git.example.com/team/{project.config.name}.git",
-            "git_branch": branch.stdout.strip() or "main"}  # fmt: skip
+            "git_branch": branch.stdout.strip() or "main", **_ddp_shape(project)}  # fmt: skip
+    context_git["git_archive"] = _archive_url(context_git["git_url"], context_git["git_branch"])
+    return context_git
+
+
+def _archive_url(git_url: str, branch: str) -> str:
+    """The git host's tarball of `branch` (GitHub and GitLab serve one), for a pod without git."""
+    match = re.match(r"^(?:https://|git@)(github\.com|gitlab\.com)[/:](.+?)(?:\.git)?$", git_url)
+    if not match:
+        return f"https://git.example.com/archive/{branch}.tar.gz"
+    host, path = match.groups()
+    if host == "github.com":
+        return f"https://github.com/{path}/archive/refs/heads/{branch}.tar.gz"
+    return f"https://gitlab.com/{path}/-/archive/{branch}/{path.rsplit('/', 1)[-1]}-{branch}.tar.gz"
+
+
+def _ddp_shape(project: Project) -> dict[str, Any]:
+    """The training jobs' shape, from train.distributed: nodes, processes per node, restarts."""
+    distributed = project.config.train.distributed
+    nproc = project.config.deploy.gpus if distributed.nproc_per_node == "gpu" else distributed.nproc_per_node
+    return {"train_nnodes": distributed.nnodes, "train_nproc": nproc, "train_restarts": distributed.max_restarts}
 
 
 def _prometheus_rule(out: Path, project: Project, app: str) -> str:
@@ -298,7 +349,7 @@ def _release_context(target: str, choice: ImageChoice, project: Project | None) 
         raise ConfigError(f"`loopml deploy render {target}` runs inside a project: cd into one (it reads the "
                           "deploy: section of loopml.yaml and the registered model)")  # fmt: skip
     cfg = project.config
-    if target == "ci":  # CI builds the version its own run registers: no model is needed to render it
+    if target in ("ci", "slurm"):  # they train the version they ship: no registered model is needed to render them
         repository = cfg.deploy.image or cfg.name.lower()
         release = Release(name=cfg.name, version="", alias="", image=f"{repository}:vVERSION", repository=repository,
                           tag="", gpu=choice.gpu, cuda=PYPI_TORCH_CUDA)  # fmt: skip
