@@ -5,7 +5,7 @@
 `loopml train` as every worker. Started by an external `torchrun` or `srun torchrun`, it reads the
 usual environment (RANK, LOCAL_RANK, WORLD_SIZE, TORCHELASTIC_RESTART_COUNT) instead.
 
-Rank 0 owns the MLflow run (its id is broadcast, so a training is one run, never one per rank),
+Rank 0 owns the MLflow run (the other ranks open none, so a training is one run, never one per rank),
 the checkpoint (written behind a barrier, atomically: no rank ever loads half a file) and the
 package. Every rank shards each epoch's permutation, as DistributedSampler with `set_epoch` does:
 the shuffling generator is seeded alike everywhere and advances every epoch.
@@ -45,15 +45,16 @@ class World:
         return self.rank == 0
 
     # -- collectives (no-ops when alone) ------------------------------------------------------
-    def share(self, value: Any) -> Any:
-        """Rank 0's `value`, on every rank."""
+    def decide(self, flag: bool) -> bool:
+        """Rank 0's decision, on every rank; the others wait for it, so it is also a barrier."""
         if not self.distributed:
-            return value
+            return flag
+        import torch
         import torch.distributed as dist
 
-        box = [value]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
+        box = torch.tensor([int(flag)])
+        dist.broadcast(box, src=0)
+        return bool(box.item())
 
     def gather(self, value: Any) -> list[Any]:
         """Every rank's `value`, in rank order, on every rank."""

@@ -175,8 +175,9 @@ def fit(model, X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarray, y_va
                     "best_loss": best_loss, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
                     "best_state": best_state, "history": history, "fingerprint": settings.fingerprint,
                 })  # fmt: skip
-            world.barrier()  # the checkpoint is whole before any rank goes on (or is restarted from it)
-            if world.share(bool(settings.patience and bad_epochs >= settings.patience)):
+            # rank 0 decides after its checkpoint is written: the other ranks wait for the decision, so
+            # none goes on (or could be restarted) before the checkpoint is whole
+            if world.decide(bool(settings.patience and bad_epochs >= settings.patience)):
                 stopped_early = True
                 progress.update(task_id, total=progress.tasks[0].completed)
                 break
