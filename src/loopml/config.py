@@ -173,6 +173,8 @@ class TrainConfig(Section):
     seed: int = 42  # seeds weights, shuffling and dropout
     patience: int = Field(3, ge=0, le=100_000)  # early stopping: epochs without val-loss gain; 0 disables
     val_size: float = Field(0.1, gt=0, lt=1)  # share of the training rows used for early stopping
+    early_stopping_rounds: int = Field(20, ge=0, le=1_000_000)  # XGBoost/LightGBM: rounds without validation
+    # gain before boosting stops (on the val_size split); 0 fits every round on all training rows
     distributed: DistributedConfig = DistributedConfig()  # DDP under torchrun (see DistributedConfig)
 
     @field_validator("batch_size")

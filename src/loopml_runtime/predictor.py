@@ -38,6 +38,8 @@ class Predictor:
         self.features: list[str] = [i.name for i in self.inputs]
         self.numeric = all(i.kind == "number" for i in self.inputs)  # the matrix path applies
         self.classes: list | None = self.meta.get("classes")
+        # an estimator fitted on class indices (XGBoost's classifiers): its outputs index `classes`
+        self._decode = np.asarray(self.classes, dtype=object) if self.meta.get("label_encoded") else None
         self.task: str = self.meta["task"]
         self.kind: str = self.meta["kind"]
         # Can the model take a missing value? (Imputing pipelines and NaN-aware trees can.)
@@ -135,14 +137,19 @@ class Predictor:
             try:
                 if proba and self._argmax_is_predict:  # one pass: these classifiers predict argmax(proba)
                     scores = np.asarray(self._model.predict_proba(table), dtype=np.float64)
-                    return np.asarray(self._model.classes_)[scores.argmax(axis=1)], scores
-                labels = np.asarray(self._model.predict(table))
+                    return self._labels(np.asarray(self._model.classes_)[scores.argmax(axis=1)]), scores
+                labels = self._labels(np.asarray(self._model.predict(table)))
                 scores = None
                 if proba and self.task == "classification" and hasattr(self._model, "predict_proba"):
                     scores = np.asarray(self._model.predict_proba(table), dtype=np.float64)
             except (ValueError, TypeError) as exc:
                 raise InputError(f"the model cannot take these rows: {exc}") from None
         return labels, scores
+
+    def _labels(self, predicted: np.ndarray) -> np.ndarray:
+        if self._decode is None:
+            return predicted
+        return self._decode[predicted.astype(np.int64)]
 
     def _numbers(self, table: pd.DataFrame) -> np.ndarray:
         if self._preprocessor is not None:

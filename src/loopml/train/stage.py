@@ -200,7 +200,7 @@ def _train_torch(project: Project, data: Dataset, fingerprint: str, checkpoint, 
 
 
 def _train_sklearn(project: Project, data: Dataset, registry) -> tuple[dict[str, Any], str, bool, tuple]:
-    from loopml.train import preprocess
+    from loopml.train import boosting, preprocess
     from loopml.train.device import seed_everything
     from loopml.train.factory import build_estimator, distribution_of, factory_path
     from loopml_runtime import save_package
@@ -215,14 +215,27 @@ def _train_sklearn(project: Project, data: Dataset, registry) -> tuple[dict[str,
         accepts_missing = prep.accepts_missing
     else:
         accepts_missing = None  # probed below
+    booster = boosting.library(final)
+    # XGBoost's classifiers take class indices only: fitted on indices, decoded by the runtime
+    label_encoded = booster == "xgboost" and cfg.task == "classification"
+    y_train = data.y_train.map({label: i for i, label in enumerate(data.classes)}) if label_encoded else data.y_train
     started = time.perf_counter()
+    stopping: dict[str, Any] = {}
     try:
-        estimator.fit(data.X_train, data.y_train)
+        if booster:
+            device = boosting.use_device(final, booster, cfg.train.device)
+            stopping = boosting.fit(estimator, final, booster, data.X_train, y_train, cfg.train, cfg.task)
+            boosting.release_device(final, booster, device)
+        else:
+            estimator.fit(data.X_train, y_train)
+    except ModelError:
+        raise
     except Exception as exc:
         raise ModelError(f"fitting {type(final).__name__} failed: {type(exc).__name__}: {exc}") from exc
     seconds = time.perf_counter() - started
-    train_score = float(estimator.score(data.X_train, data.y_train))
-    registry.log_metrics({"train_score": train_score, "fit_seconds": seconds})
+    train_score = float(estimator.score(data.X_train, y_train))
+    registry.log_metrics({"train_score": train_score, "fit_seconds": seconds,
+                          **{k: v for k, v in stopping.items() if isinstance(v, int | float)}})  # fmt: skip
     if accepts_missing is None:
         accepts_missing = _takes_missing(estimator, data)
     name = cfg.model.estimator or cfg.model.factory
@@ -230,14 +243,18 @@ def _train_sklearn(project: Project, data: Dataset, registry) -> tuple[dict[str,
         project.model_dir,
         {"kind": "sklearn", "task": cfg.task, "inputs": data.inputs, "target": cfg.data.target,
          "classes": data.classes, "estimator": name, "estimator_class": type(final).__name__,
-         "trained_on": "cpu", "accepts_missing": accepts_missing, "target_range": _target_range(data)},
+         "trained_on": "cpu", "accepts_missing": accepts_missing, "target_range": _target_range(data),
+         "label_encoded": label_encoded},
         model=estimator,
         factory_file=factory_path(cfg.model.factory, project.root, cfg.model.allow_external_code)
         if cfg.model.factory else None,
         extra_files={"schema.yaml": project.schema_path},
     )  # fmt: skip
-    details = {"figure": f"{type(final).__name__}, train score {train_score:.3f}", "estimator": type(final).__name__,
-               "params": plain(final.get_params(deep=False)), "fit_seconds": round(seconds, 3)}  # fmt: skip
+    stopped = f", best {stopping['best_rounds']} of {stopping['rounds']} rounds" if stopping else ""
+    details = {"figure": f"{type(final).__name__}, train score {train_score:.3f}{stopped}",
+               "estimator": type(final).__name__, "params": plain(final.get_params(deep=False)),
+               "fit_seconds": round(seconds, 3), "best_epoch": stopping.get("best_rounds"),
+               "stopped_early": stopping.get("stopped_early")}  # fmt: skip
     return details, "cpu", True, distribution_of(final)
 
 
