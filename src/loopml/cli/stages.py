@@ -70,8 +70,9 @@ def train(
         if value is not None:
             os.environ[f"LOOPML_TRAIN__DISTRIBUTED__{key.upper()}"] = str(value)
     project = Project.find()
-    command = launch_command(project.config.train.distributed,
-                             [*(["--resume"] if resume else []), *(["--json"] if json_out else [])])
+    command = launch_command(
+        project.config.train.distributed, [*(["--resume"] if resume else []), *(["--json"] if json_out else [])]
+    )
     if command is not None:
         err.print(f"loopml: DDP with {' '.join(a for a in command if a.startswith('--n'))}: {' '.join(command)}",
                   highlight=False, markup=False)  # fmt: skip

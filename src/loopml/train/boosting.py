@@ -12,7 +12,7 @@ from typing import Any
 
 
 def library(estimator: object) -> str | None:
-    """"xgboost" or "lightgbm" for their scikit-learn estimators, else None."""
+    """ "xgboost" or "lightgbm" for their scikit-learn estimators, else None."""
     root = type(estimator).__module__.split(".")[0]
     return root if root in ("xgboost", "lightgbm") else None
 
