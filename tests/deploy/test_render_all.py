@@ -138,8 +138,11 @@ def test_compose_stack_passes_compose_config_and_its_schema(rendered):
         assert done.returncode != 0 and "required variable" in done.stderr and "in .env" in done.stderr
     finally:
         (stack / "env.saved").rename(stack / ".env")
-    if shutil.which("promtool"):
+    if shutil.which("promtool"):  # .ci/run installs both
         tool(shutil.which("promtool"), "check", "config", "prometheus.yml", cwd=stack / "monitoring")
+        tool(shutil.which("promtool"), "test", "rules", "alerts.test.yml", cwd=stack / "monitoring")
+    if shutil.which("amtool"):
+        tool(shutil.which("amtool"), "check-config", "alertmanager.yml", cwd=stack / "monitoring")
     prometheus = yaml.safe_load((stack / "monitoring" / "prometheus.yml").read_text())
     assert [job["job_name"] for job in prometheus["scrape_configs"]] == ["loopml-serve"]  # no GPU exporter here
 
