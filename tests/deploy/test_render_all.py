@@ -262,7 +262,7 @@ def test_gpu_render_reserves_gpus(digits_run, tmp_path, monkeypatch):
 def test_bad_input_is_refused_with_the_choices_named(digits_run, tmp_path):
     unknown = loopml("deploy", "render", "helm", cwd=digits_run, check=False)
     assert unknown.returncode == 1
-    assert "expected one of serve, compose, k8s, ci, slurm, devenv, monitoring, all" in unknown.stderr
+    assert "expected one of serve, compose, k8s, k8s-train, ci, slurm, devenv, monitoring, all" in unknown.stderr
     cuda = loopml("deploy", "render", "devenv", "--cuda", "11.8", "--out", str(tmp_path / "d"), cwd=digits_run,
                   check=False)  # fmt: skip
     assert cuda.returncode == 1 and "expected one of 12.4.1, 12.6.3, 12.8.1, 12.9.1, 13.0.2" in cuda.stderr
@@ -282,3 +282,12 @@ def test_bad_input_is_refused_with_the_choices_named(digits_run, tmp_path):
     finally:
         text = (digits_run / "loopml.yaml").read_text()
         (digits_run / "loopml.yaml").write_text(text.replace("deploy:\n  cpu: lots\n", ""))
+
+
+def test_training_jobs_alone(digits_run, tmp_path):
+    loopml("deploy", "render", "k8s-train", "--out", str(tmp_path / "jobs"), cwd=digits_run)
+    names = ("trainjob.yaml", "pytorchjob.yaml", "train.yaml")
+    documents = [yaml.safe_load((tmp_path / "jobs" / name).read_text()) for name in names]
+    assert validate_manifests(documents, tmp_path / "validated") == ["TrainJob", "PyTorchJob", "Job"]
+    assert documents[0]["spec"]["trainer"]["image"] == "digits:v1"
+    assert "kubectl apply -f trainjob.yaml" in (tmp_path / "jobs" / "README.md").read_text()

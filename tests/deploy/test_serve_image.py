@@ -94,7 +94,8 @@ def test_bad_choices_are_refused_with_the_choices_named(digits_run, tmp_path):
                      cwd=digits_run, check=False)  # fmt: skip
     assert missing.returncode == 1 and "digits has no version '9'; versions: 1" in missing.stderr
     unknown = loopml("deploy", "render", "kubernetes", cwd=digits_run, check=False)
-    assert unknown.returncode == 1 and "expected one of serve, compose, k8s, ci, slurm, devenv" in unknown.stderr
+    assert unknown.returncode == 1
+    assert "expected one of serve, compose, k8s, k8s-train, ci, slurm, devenv" in unknown.stderr
     kept = tmp_path / "kept"
     kept.mkdir()
     (kept / "mine.txt").write_text("not loopml's")

@@ -16,7 +16,8 @@ def render(
     target: str = typer.Argument(
         ...,
         help="What to render: serve (the serving image's build context), compose (the team stack), k8s "
-        "(kustomize manifests, KServe, a training Job), ci (GitHub Actions, GitLab CI), devenv (GPU Jupyter + "
+        "(kustomize manifests, KServe, training jobs), k8s-train (the training jobs alone), ci (GitHub Actions, "
+        "GitLab CI), slurm (sbatch + Apptainer), devenv (GPU Jupyter + "
         "SSH dev environment), monitoring (Prometheus, alerts, Alertmanager, Grafana), or all (into deploy/).",
     ),  # fmt: skip
     out: Path = typer.Option(None, "--out", "-o", help="Folder to write (default: ./<target>, ./deploy for all)."),
@@ -82,6 +83,7 @@ def render(
         "k8s": f"kubectl apply -k {result['out']}/overlays/production (read README.md first)",
         "ci": f"copy {result['out']}/.github and {result['out']}/.gitlab-ci.yml into the project",
         "slurm": f"from the project folder: mkdir -p logs && sbatch {result['out']}/train.sbatch",
+        "k8s-train": f"kubectl apply -f {result['out']}/trainjob.yaml (read README.md first)",
         "monitoring": f"read {result['out']}/README.md; check with promtool test rules alerts.test.yml",
         "all": f"read {result['out']}/README.md: build, run, gate, canary, promote or roll back",
     }  # fmt: skip

@@ -28,6 +28,7 @@ TARGETS = {
     "Prometheus, Alertmanager, Grafana and the loop watcher",
     "k8s": "Kubernetes manifests (kustomize base, production and canary overlays): Deployment, Service, HPA, PDB, "
     "ServiceMonitor, PrometheusRule, HTTPRoute; a KServe InferenceService; a training Job",
+    "k8s-train": "Kubernetes training only: a Kubeflow Trainer v2 TrainJob, a PyTorchJob and a plain Job (also in k8s)",
     "ci": "CI pipelines for the project: GitHub Actions and GitLab CI (lint, test, gate, image, promote)",
     "slurm": "training on a SLURM cluster: an sbatch script (srun torchrun, rendezvous on the first node, requeue) "
     "and an Apptainer definition of the training image",
@@ -123,7 +124,7 @@ def render(target: str, out: Path, force: bool = False, cuda: str = DEFAULT_CUDA
     if target == "compose":
         context = {**context, **STACK_IMAGES, **_installed("psycopg2-binary", "boto3"),
                    "project_dir": os.path.relpath(project.root, out.resolve())}  # fmt: skip
-    if target == "k8s":
+    if target in ("k8s", "k8s-train"):
         context = {**context, **_cluster_context(project, context)}
     if target == "slurm":
         context = {**context, **_slurm_context(project, image, out)}
