@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from train_overhead import make_data, make_model  # noqa: E402
 
 from loopml.train.distributed import World, world_from_env  # noqa: E402
-from loopml.train.loop import LoopSettings, fit  # noqa: E402
+from loopml.train.loop import LoopSettings, TensorBatches, fit  # noqa: E402
 
 
 def hand_written(model, X, y, Xv, yv, epochs: int, batch_size: int, seed: int, world: World) -> float:
@@ -61,7 +61,8 @@ def loopml(model, X, y, Xv, yv, epochs: int, batch_size: int, seed: int, world: 
     settings = LoopSettings(epochs=epochs, batch_size=batch_size, lr=1e-3, weight_decay=0.0, patience=0, seed=seed,
                             device=torch.device("cpu"), autocast_dtype=None, checkpoint=folder / "last.pt",
                             world=world)  # fmt: skip
-    return fit(model, X, y, Xv, yv, "classification", settings, show_progress=False).samples_per_s
+    batches = TensorBatches(X, y, batch_size, world, settings.device, torch.long)
+    return fit(model, batches, Xv, yv, "classification", settings, show_progress=False).samples_per_s
 
 
 def worker(args) -> None:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from loopml.train.loop import LoopSettings, fit
+from loopml.train.loop import LoopSettings, TensorBatches, fit
 
 
 def make_data(rows: int, features: int, classes: int, seed: int = 0):
@@ -69,7 +69,8 @@ def loopml_loop(model, X, y, Xv, yv, epochs: int, batch_size: int, seed: int, fo
         autocast_dtype=None,
         checkpoint=folder / "last.pt",
     )
-    return fit(model, X, y, Xv, yv, "classification", settings, show_progress=True).samples_per_s
+    batches = TensorBatches(X, y, batch_size, settings.world, settings.device, torch.long)
+    return fit(model, batches, Xv, yv, "classification", settings, show_progress=True).samples_per_s
 
 
 def main() -> None:

@@ -71,6 +71,10 @@ class DataConfig(Section):
     exclude: list[str] = []  # columns never used as features (also skipped by drift)
     # Data checks that warn like a colleague: warn (default), error (fail validation) or off.
     checks: dict[str, Literal["warn", "error", "off"]] = {}
+    # Data larger than memory: train a torch model from Parquet row groups, never the whole table
+    # (see loopml.data.stream). auto: when the Parquet file exceeds stream_above_mb.
+    streaming: bool | Literal["auto"] = "auto"
+    stream_above_mb: float = Field(1024, gt=0)
 
     @field_validator("checks")
     @classmethod
@@ -176,6 +180,9 @@ class TrainConfig(Section):
     early_stopping_rounds: int = Field(20, ge=0, le=1_000_000)  # XGBoost/LightGBM: rounds without validation
     # gain before boosting stops (on the val_size split); 0 fits every round on all training rows
     distributed: DistributedConfig = DistributedConfig()  # DDP under torchrun (see DistributedConfig)
+    # DataLoader worker processes reading a streamed table (data.streaming) per training process;
+    # 0 reads in the training process itself
+    num_workers: int = Field(0, ge=0, le=64)
 
     @field_validator("batch_size")
     @classmethod

@@ -10,6 +10,7 @@ values): the preprocessing is part of the model, so a served model takes the sam
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -20,6 +21,9 @@ from loopml.errors import DataError
 from loopml.project import Project
 from loopml_runtime import Input, InputError
 from loopml_runtime.package import conform
+
+if TYPE_CHECKING:
+    from loopml.data.stream import TableStream
 
 MIN_ROWS = 10
 
@@ -33,6 +37,14 @@ class Dataset:
     inputs: list[Input]  # the raw columns the model takes, with their kinds and roles
     classes: list | None  # sorted class labels for classification, None for regression
     roles: dict[str, str]  # every column but the target -> its role (excluded ones included)
+    # A streamed table (data larger than memory): X_train/y_train are then a uniform sample of the
+    # training rows, and the stream reads them all, piece by piece
+    stream: TableStream | None = None
+    target_range: tuple[float, float] | None = None  # regression: the whole training target's range
+
+    @property
+    def train_rows(self) -> int:
+        return self.stream.count("train") if self.stream is not None else len(self.X_train)
 
     @property
     def features(self) -> list[str]:
@@ -43,11 +55,69 @@ class Dataset:
         return len(self.classes) if self.classes is not None else 0
 
 
-def load_dataset(project: Project) -> Dataset:
+def load_dataset(project: Project, with_test: bool = True) -> Dataset:
+    """The project's data, split. A streamed table (`loopml.data.stream`) is not read whole: the
+    training rows are sampled, and the test rows read only `with_test` (training never needs them)."""
     from sklearn.model_selection import train_test_split
 
+    from loopml.data.stream import streams
+
+    if streams(project):
+        return _load_streamed(project, with_test)
     cfg = project.config
     frame = read_data(project)
+    roles, inputs, y = _columns(project, frame)
+    classes, stratify = None, None
+    if cfg.task == "classification":
+        classes = _classes(project, y.unique().tolist())
+        stratify = y if y.value_counts().min() >= 2 else None
+    if len(frame) < MIN_ROWS:
+        raise DataError(f"{cfg.data.path}: only {len(frame)} rows; need at least {MIN_ROWS} to split train/test")
+    X = _conformed(project, frame, inputs)
+    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=cfg.data.test_size,
+                                                        random_state=cfg.data.seed, stratify=stratify)  # fmt: skip
+    return Dataset(X_train, y_train, X_test, y_test, inputs, classes, roles)
+
+
+def _load_streamed(project: Project, with_test: bool) -> Dataset:
+    """A streamed table: roles and inputs from a uniform sample of the training rows, the classes
+    (or the target's range) from one pass over the target column, the test rows if asked."""
+    from loopml.data.stream import TEST, TRAIN, TableStream
+
+    cfg = project.config
+    target = cfg.data.target
+    whole = TableStream.of(project)
+    if whole.count(TRAIN) < MIN_ROWS or whole.count(TEST) < 1:
+        raise DataError(f"{cfg.data.path}: only {whole.rows} rows; need at least {MIN_ROWS} to split train/test")
+    sample = whole.sample(TRAIN)
+    roles, inputs, y_sample = _columns(project, sample)
+    labels: set = set()
+    low, high, missing = float("inf"), float("-inf"), 0
+    for frame in whole.reading([target]).frames(TRAIN):
+        y = frame[target]
+        missing += int(y.isna().sum())
+        if cfg.task == "classification":
+            labels.update(y.dropna().unique().tolist())
+        elif len(y.dropna()):
+            low, high = min(low, float(y.min())), max(high, float(y.max()))
+    if missing:
+        raise DataError(f"{cfg.data.path}: target {target!r} has {missing} missing value(s) among the training rows; "
+                        "drop those rows or fill them in")  # fmt: skip
+    classes = _classes(project, list(labels)) if cfg.task == "classification" else None
+    stream = whole.reading([*(i.name for i in inputs), target])
+    X_train = _conformed(project, sample, inputs)
+    if with_test:
+        test = pd.concat(list(stream.frames(TEST)), ignore_index=True)
+        X_test, y_test = _conformed(project, test, inputs), test[target]
+    else:
+        X_test, y_test = X_train.iloc[:0], y_sample.iloc[:0]
+    return Dataset(X_train, y_sample, X_test, y_test, inputs, classes, roles, stream,
+                   None if classes is not None else (low, high))  # fmt: skip
+
+
+def _columns(project: Project, frame: pd.DataFrame) -> tuple[dict[str, str], list[Input], pd.Series]:
+    """The roles, the model's inputs and the target of `frame`, checked."""
+    cfg = project.config
     target = cfg.data.target
     if target not in frame.columns:
         raise DataError(f"{cfg.data.path}: " + missing_column(target, frame, "data.target"))
@@ -61,24 +131,25 @@ def load_dataset(project: Project) -> Dataset:
     if y.isna().any():
         raise DataError(f"{cfg.data.path}: target {target!r} has {int(y.isna().sum())} missing value(s); drop those "
                         "rows or fill them in")  # fmt: skip
-    classes, stratify = None, None
-    if cfg.task == "classification":
-        classes = sorted(y.unique().tolist(), key=_label_order)
-        if len(classes) < 2:
-            raise DataError(f"{cfg.data.path}: target {target!r} has a single class {classes}; need two or more")
-        stratify = y if y.value_counts().min() >= 2 else None
-    elif not pd.api.types.is_numeric_dtype(y) or pd.api.types.is_bool_dtype(y):
+    if cfg.task != "classification" and (not pd.api.types.is_numeric_dtype(y) or pd.api.types.is_bool_dtype(y)):
         raise DataError(f"{cfg.data.path}: a regression target must be numeric; {target!r} is {y.dtype} "
                         "(set task: classification to predict its values as classes)")  # fmt: skip
-    if len(frame) < MIN_ROWS:
-        raise DataError(f"{cfg.data.path}: only {len(frame)} rows; need at least {MIN_ROWS} to split train/test")
+    return roles, inputs, y
+
+
+def _classes(project: Project, labels: list) -> list:
+    classes = sorted(labels, key=_label_order)
+    if len(classes) < 2:
+        raise DataError(f"{project.config.data.path}: target {project.config.data.target!r} has a single class "
+                        f"{classes}; need two or more")  # fmt: skip
+    return classes
+
+
+def _conformed(project: Project, frame: pd.DataFrame, inputs: list[Input]) -> pd.DataFrame:
     try:
-        X = conform(frame, inputs)
+        return conform(frame, inputs)
     except InputError as exc:
-        raise DataError(f"{cfg.data.path}: {exc}; fix the data or its role in data.columns") from None
-    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=cfg.data.test_size,
-                                                        random_state=cfg.data.seed, stratify=stratify)  # fmt: skip
-    return Dataset(X_train, y_train, X_test, y_test, inputs, classes, roles)
+        raise DataError(f"{project.config.data.path}: {exc}; fix the data or its role in data.columns") from None
 
 
 def project_roles(project: Project, frame: pd.DataFrame) -> dict[str, str]:

@@ -9,6 +9,7 @@ check, number of failing rows and a few examples.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,27 +40,42 @@ class ValidationReport:
         return "\n  ".join(lines)
 
 
-def infer_schema(frame: pd.DataFrame, target: str):
-    """A pandera schema of what this data looks like now."""
+def infer_schema(frame: pd.DataFrame | Iterable[pd.DataFrame], target: str):
+    """A pandera schema of what this data looks like now: of one frame, or of a table's pieces
+    (the ranges, categories and nulls of them all, one piece in memory at a time)."""
     import pandera.pandas as pa
 
+    seen: dict[str, dict[str, Any]] = {}
+    for piece in [frame] if isinstance(frame, pd.DataFrame) else frame:
+        for name in piece.columns:
+            _observe(seen.setdefault(str(name), {}), piece[name])
     columns = {}
-    for name in frame.columns:
-        series = frame[name]
+    for name, facts in seen.items():
         checks = []
-        if pd.api.types.is_bool_dtype(series):
-            pass
-        elif pd.api.types.is_numeric_dtype(series) and series.notna().any():
-            checks.append(pa.Check.in_range(plain(series.min()), plain(series.max())))
-        elif series.nunique(dropna=True) <= MAX_CATEGORIES:
-            checks.append(pa.Check.isin(sorted(str(v) for v in series.dropna().unique())))
-        columns[str(name)] = pa.Column(
-            str(series.dtype),
-            checks=checks,
-            nullable=bool(series.isna().any()) and name != target,
-            required=True,
-        )
+        if facts["kind"] == "number" and facts.get("low") is not None:
+            checks.append(pa.Check.in_range(plain(facts["low"]), plain(facts["high"])))
+        elif facts["kind"] != "bool" and len(facts["values"]) <= MAX_CATEGORIES:
+            checks.append(pa.Check.isin(sorted(facts["values"])))  # (a numeric column of nulls only: none)
+        columns[name] = pa.Column(facts["dtype"], checks=checks, nullable=facts["nulls"] and name != target,
+                                  required=True)  # fmt: skip
     return pa.DataFrameSchema(columns, coerce=False, strict=False)
+
+
+def _observe(facts: dict[str, Any], series: pd.Series) -> None:
+    """Add one piece of a column to what is known of it (dtype, range or categories, nulls)."""
+    kind = "bool" if pd.api.types.is_bool_dtype(series) else \
+        "number" if pd.api.types.is_numeric_dtype(series) else "other"  # fmt: skip
+    if not facts:
+        facts.update(dtype=str(series.dtype), kind=kind, nulls=False, low=None, high=None, values=set())
+    elif facts["dtype"] != str(series.dtype):  # integers in one row group, floats (nulls) in another
+        facts["dtype"] = str(pd.concat([series.iloc[:0], pd.Series([], dtype=facts["dtype"])]).dtype)
+    facts["nulls"] = facts["nulls"] or bool(series.isna().any())
+    if kind == "number" and series.notna().any():
+        low, high = series.min(), series.max()
+        facts["low"] = low if facts["low"] is None else min(facts["low"], low)
+        facts["high"] = high if facts["high"] is None else max(facts["high"], high)
+    elif kind == "other" and len(facts["values"]) <= MAX_CATEGORIES:
+        facts["values"].update(str(v) for v in series.dropna().unique()[: MAX_CATEGORIES + 1])
 
 
 def save_schema(schema, path: Path) -> None:
@@ -144,6 +160,25 @@ def validate_frame(frame: pd.DataFrame, schema, rules: dict[str, list[str]], tar
     except pa.errors.SchemaErrors as exc:
         report.failures.extend(_summarize(exc.failure_cases))
     return report
+
+
+def merge_reports(reports: Iterable[ValidationReport]) -> ValidationReport:
+    """The report of a whole table from its pieces' reports: each check's failing rows summed."""
+    merged: ValidationReport | None = None
+    by_check: dict[tuple[str, str], Failure] = {}
+    for report in reports:
+        if merged is None:
+            merged = ValidationReport(0, report.columns)
+        merged.rows += report.rows
+        for failure in report.failures:
+            key = (failure.column, failure.check)
+            before = by_check.get(key)
+            by_check[key] = failure if before is None else \
+                Failure(failure.column, failure.check, before.rows + failure.rows, before.examples)  # fmt: skip
+    if merged is None:
+        raise DataError("the dataset is empty (no rows in any row group)")
+    merged.failures = list(by_check.values())
+    return merged
 
 
 def structural(schema):

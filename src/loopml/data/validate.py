@@ -16,7 +16,7 @@ from loopml.data import checks
 from loopml.data import roles as R
 from loopml.data.dataset import data_digest, read_traffic
 from loopml.data.io import CsvOptions, read_table_info
-from loopml.data.schema import infer_schema, load_schema, save_schema, structural, validate_frame
+from loopml.data.schema import infer_schema, load_schema, merge_reports, save_schema, structural, validate_frame
 from loopml.errors import DataError
 from loopml.project import Project
 
@@ -25,8 +25,12 @@ MAX_LISTED_ROLES = 50  # wider tables get only their non-numeric roles written t
 
 def validate(project: Project, repin: bool = False) -> ValidateResult:
     """Validate the project's raw data; raise `DataError` with a report when it fails."""
+    from loopml.data.stream import streams
+
     started = time.perf_counter()
     cfg = project.config
+    if streams(project):
+        return _validate_streamed(project, repin, started)
     frame, csv_format = read_table_info(project.data_path, options=CsvOptions.of(cfg.data))
     pinned = repin or not project.schema_path.exists()
     previous_columns = None if pinned else list(load_schema(project.schema_path).columns)
@@ -42,6 +46,21 @@ def validate(project: Project, repin: bool = False) -> ValidateResult:
     warnings, failures = checks.review(frame, cfg.data.target, cfg.task, inferred, roles, previous_columns,
                                        cfg.data.checks)  # fmt: skip
     report.failures += failures
+    traffic = read_traffic(project, frame)
+    if traffic is not None:
+        live = validate_frame(traffic, structural(schema), cfg.data.rules, cfg.data.target)
+        report.rows += live.rows
+        report.failures += _from_traffic(live.failures)
+    return _finish(project, started, report, pinned, warnings, roles, written, csv_format)
+
+
+def _from_traffic(failures: list) -> list:
+    return [replace(f, column=f"{f.column} (labelled traffic)") for f in failures]
+
+
+def _finish(project: Project, started: float, report, pinned: bool, warnings: list, roles: dict[str, str],
+            written: bool, csv_format=None) -> ValidateResult:  # fmt: skip
+    cfg = project.config
     if (
         csv_format is not None
         and "encoding" in csv_format.detected
@@ -49,11 +68,6 @@ def validate(project: Project, repin: bool = False) -> ValidateResult:
     ):
         warnings.append(DataWarning(None, "encoding", f"{cfg.data.path} is not UTF-8: read as {csv_format.encoding} "
                                     "(detected); set data.encoding to be sure", "data.encoding"))  # fmt: skip
-    traffic = read_traffic(project, frame)
-    if traffic is not None:
-        live = validate_frame(traffic, structural(schema), cfg.data.rules, cfg.data.target)
-        report.rows += live.rows
-        report.failures += [replace(f, column=f"{f.column} (labelled traffic)") for f in live.failures]
     figure = f"{report.rows} rows, {report.columns} columns" + (", schema pinned" if pinned else "")
     if written:
         figure += ", roles written to loopml.yaml"
@@ -72,6 +86,40 @@ def validate(project: Project, repin: bool = False) -> ValidateResult:
         )
     project.write_result(result)
     return result
+
+
+def _validate_streamed(project: Project, repin: bool, started: float) -> ValidateResult:
+    """A streamed table (`loopml.data.stream`), one row group in memory at a time: the schema is
+    pinned from every row group's ranges, categories and nulls, and every row is checked against it
+    (the raw file against the whole schema, traffic files against its structure). A `unique` rule
+    holds within each row group only. The roles and the data review come from a uniform sample."""
+    from loopml.data.stream import TRAIN, TableStream
+
+    cfg = project.config
+    stream = TableStream.of(project)
+    raw = [piece for piece in stream.pieces if piece.source == stream.sources[0]]
+    pinned = repin or not project.schema_path.exists()
+    previous_columns = None if pinned else list(load_schema(project.schema_path).columns)
+    if pinned:
+        save_schema(infer_schema((stream.read(piece) for piece in raw), cfg.data.target), project.schema_path)
+    schema = load_schema(project.schema_path)
+    loose = structural(schema)
+
+    def checked(piece):
+        if piece in raw:
+            return validate_frame(stream.read(piece), schema, cfg.data.rules, cfg.data.target)
+        live = validate_frame(stream.read(piece), loose, cfg.data.rules, cfg.data.target)
+        return replace(live, failures=_from_traffic(live.failures))
+
+    report = merge_reports(map(checked, stream.pieces))
+    sample = stream.sample(TRAIN)
+    inferred = R.infer_roles(sample, cfg.data.target)
+    roles = R.effective(inferred, cfg.data.columns, cfg.data.exclude)
+    written = write_roles(project, roles) if not cfg.data.columns else False
+    warnings, failures = checks.review(sample, cfg.data.target, cfg.task, inferred, roles, previous_columns,
+                                       cfg.data.checks)  # fmt: skip
+    report.failures += failures
+    return _finish(project, started, report, pinned, warnings, roles, written)
 
 
 def write_roles(project: Project, roles: dict[str, str]) -> bool:

@@ -41,7 +41,7 @@ def train(project: Project, resume: bool = False, show_progress: bool = True) ->
                          "scikit-learn model, which trains in one process: set train.distributed.nproc_per_node: "
                          "1")  # fmt: skip
     resume = resume or world.restart > 0
-    data = load_dataset(project)
+    data = load_dataset(project, with_test=False)  # a streamed table's test rows are evaluate's
     digest = data_digest(project)
     fingerprint = _fingerprint(cfg, digest)
     checkpoint = project.checkpoint_dir / "last.pt"
@@ -73,7 +73,7 @@ def train(project: Project, resume: bool = False, show_progress: bool = True) ->
         registry.set_tags({Tag.DATA_DIGEST: digest, Tag.GIT_COMMIT: commit, Tag.DEVICE: device,
                            Tag.VARIANT: "base", Tag.STAGE: "train"})  # fmt: skip
         registry.log_params({"env." + k: v for k, v in env["packages"].items()})
-        model_uri = registry.log_model(project.model_dir, data.X_test.head(8),
+        model_uri = registry.log_model(project.model_dir, data.X_train.head(8),
                                        requirements(cfg.model.type, uses_sklearn, extra))  # fmt: skip
 
     result = TrainResult(seconds=round(time.perf_counter() - started, 3), run_id=run_id, model_uri=model_uri,
@@ -84,43 +84,33 @@ def train(project: Project, resume: bool = False, show_progress: bool = True) ->
 
 def _train_torch(project: Project, data: Dataset, fingerprint: str, checkpoint, resume: bool, registry,
                  show_progress: bool) -> tuple[dict[str, Any], str, bool, tuple]:  # fmt: skip
+    import pandas as pd
     import torch
     from sklearn.model_selection import train_test_split
 
+    from loopml.data.stream import VAL
     from loopml.system.exporter import readings_for_mlflow
     from loopml.train import preprocess
     from loopml.train.device import auto_batch_size, choose_device, choose_precision, seed_everything
     from loopml.train.distributed import device_for, setup, teardown
     from loopml.train.factory import call_factory, factory_path, load_factory
-    from loopml.train.loop import LoopSettings, fit
+    from loopml.train.features import NetworkInputs
+    from loopml.train.loop import LoopSettings, TensorBatches, fit
     from loopml_runtime import save_package
 
     cfg = project.config
     classification = cfg.task == "classification"
     prep = preprocess.build(data.inputs, data.X_train, None, cfg.model.standardize)
-    if prep.transformer is not None:
-        X = np.asarray(prep.transformer.fit_transform(data.X_train), dtype=np.float32)
-    else:
-        X = data.X_train.to_numpy(dtype=np.float32, na_value=np.nan)
-    if np.isnan(X).any():
-        raise ModelError("training features contain missing values the network cannot take; set "
-                         "model.preprocess: auto (imputes them), or fill them in the data")  # fmt: skip
-    if classification:
-        index = {label: i for i, label in enumerate(data.classes)}
-        y = data.y_train.map(index).to_numpy(dtype=np.int64)
-        target_scale = None
-    else:
-        raw = data.y_train.to_numpy(dtype=np.float64)
-        target_scale = {"mean": float(raw.mean()), "std": float(raw.std() or 1.0)}
-        y = ((raw - target_scale["mean"]) / target_scale["std"]).astype(np.float32)
-    feature_scale = None
-    if cfg.model.standardize:
-        std = X.std(axis=0)
-        feature_scale = {"mean": X.mean(axis=0).tolist(), "std": np.where(std > 0, std, 1.0).tolist()}
-        X = (X - np.asarray(feature_scale["mean"], np.float32)) / np.asarray(feature_scale["std"], np.float32)
-    stratify = y if classification and np.bincount(y).min() >= 2 else None
-    X_fit, X_val, y_fit, y_val = train_test_split(X, y, test_size=cfg.train.val_size,
-                                                  random_state=cfg.train.seed, stratify=stratify)  # fmt: skip
+    # fitted on the training rows (a streamed table: on its sample of them)
+    network_inputs, X, y = NetworkInputs.fit(data.inputs, cfg.data.target, prep.transformer, data.classes,
+                                             data.X_train, data.y_train, cfg.model.standardize)  # fmt: skip
+    if data.stream is None:
+        stratify = y if classification and np.bincount(y).min() >= 2 else None
+        X_fit, X_val, y_fit, y_val = train_test_split(X, y, test_size=cfg.train.val_size,
+                                                      random_state=cfg.train.seed, stratify=stratify)  # fmt: skip
+    else:  # the validation rows are capped (stream.VAL_ROWS): they are held on the device
+        X_val, y_val = network_inputs.arrays(pd.concat(list(data.stream.frames(VAL)), ignore_index=True))
+        X_fit = X
 
     factory = load_factory(cfg.model.factory, project.root, cfg.model.allow_external_code)
     n_outputs = len(data.classes) if classification else 1
@@ -140,7 +130,8 @@ def _train_torch(project: Project, data: Dataset, fingerprint: str, checkpoint, 
     loss_fn = torch.nn.CrossEntropyLoss() if classification else torch.nn.MSELoss()
     batch_size = cfg.train.batch_size
     if batch_size == "auto":
-        batch_size = auto_batch_size(build, X.shape[1], len(X_fit), device, loss_fn,
+        rows = data.stream.count("fit") if data.stream is not None else len(X_fit)
+        batch_size = auto_batch_size(build, X.shape[1], rows, device, loss_fn,
                                      torch.long if classification else torch.float32)  # fmt: skip
     seed_everything(cfg.train.seed)
     model = build()
@@ -163,7 +154,14 @@ def _train_torch(project: Project, data: Dataset, fingerprint: str, checkpoint, 
         gpu = readings_for_mlflow() if device.type == "cuda" else {}
         registry.log_metrics({**metrics, **gpu}, step=step)
 
-    result = fit(model, X_fit, y_fit, X_val, y_val, cfg.task, settings, on_epoch=on_epoch,
+    if data.stream is None:
+        batches = TensorBatches(X_fit, y_fit, int(batch_size), world, device,
+                                torch.long if classification else torch.float32)  # fmt: skip
+    else:
+        from loopml.train.streaming import StreamBatches
+
+        batches = StreamBatches(data.stream, network_inputs, int(batch_size), world, cfg.train.num_workers, device)
+    result = fit(model, batches, X_val, y_val, cfg.task, settings, on_epoch=on_epoch,
                  show_progress=show_progress)  # fmt: skip
     per_rank = world.gather({"samples_per_s": result.rank_samples_per_s, "peak_rss_mb": _peak_rss_mb()})
     teardown(world)
@@ -178,8 +176,8 @@ def _train_torch(project: Project, data: Dataset, fingerprint: str, checkpoint, 
         project.model_dir,
         {"kind": "torch", "task": cfg.task, "inputs": data.inputs, "target": cfg.data.target,
          "classes": data.classes, "factory": cfg.model.factory, "factory_kwargs": factory_kwargs,
-         "feature_scale": feature_scale, "target_scale": target_scale, "precision": precision,
-         "trained_on": str(device), "estimator": cfg.model.factory,
+         "feature_scale": network_inputs.feature_scale, "target_scale": network_inputs.target_scale,
+         "precision": precision, "trained_on": str(device), "estimator": cfg.model.factory,
          "accepts_missing": prep.accepts_missing, "target_range": _target_range(data)},
         model=model,
         factory_file=factory_path(cfg.model.factory, project.root, cfg.model.allow_external_code),
@@ -282,6 +280,8 @@ def _target_range(data: Dataset) -> list[float] | None:
     """A regression target's training range: feedback labels far outside it are refused."""
     if data.classes is not None:
         return None
+    if data.target_range is not None:  # a streamed table's, from all its training rows
+        return list(data.target_range)
     return [float(data.y_train.min()), float(data.y_train.max())]
 
 
@@ -291,9 +291,22 @@ def _write_reference_profile(project: Project, data: Dataset) -> None:
     from loopml.data.profile import PREDICTION_COLUMN, Profile
     from loopml_runtime import Predictor
 
-    predictions = Predictor(project.model_dir).predict(data.X_train)
-    reference = data.X_train.assign(**{PREDICTION_COLUMN: predictions})
-    write_text_atomic(project.model_dir / "reference_profile.json", json.dumps(Profile.fit(reference).to_dict()))
+    predictor = Predictor(project.model_dir)
+
+    def with_predictions(X):
+        return X.assign(**{PREDICTION_COLUMN: predictor.predict(X)})
+
+    profile = Profile.fit(with_predictions(data.X_train))
+    if data.stream is not None:  # the grid is the sample's; the counts are every training row's, piece by piece
+        from loopml.data.stream import TRAIN
+        from loopml_runtime.package import conform
+
+        counted = None
+        for frame in data.stream.frames(TRAIN):
+            chunk = profile.count(with_predictions(conform(frame, data.inputs)))
+            counted = chunk if counted is None else counted.merge(chunk)
+        profile = counted
+    write_text_atomic(project.model_dir / "reference_profile.json", json.dumps(profile.to_dict()))
 
 
 def _check_output_shape(model, sample: np.ndarray, n_outputs: int, spec: str) -> None:
