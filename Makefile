@@ -52,6 +52,7 @@ bench: setup
 	$(BIN)/python bench/rerun.py
 	$(BIN)/python bench/train_overhead.py
 	$(BIN)/python bench/train_ddp.py
+	$(BIN)/python bench/train_memory.py
 	$(BIN)/python bench/serve_vs_peers.py
 	$(BIN)/python bench/own_data.py
 	$(BIN)/python bench/drift_vs_evidently.py
