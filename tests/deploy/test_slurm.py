@@ -1,7 +1,8 @@
 """`loopml deploy render slurm`, submitted to a real single-node SLURM cluster (Debian's slurm-wlm
-and munge, started by scripts/slurm-cluster with the daemons in the foreground): the rendered
-sbatch script runs `srun torchrun` with 2 DDP workers, then evaluate and register; the job ends
-COMPLETED with one MLflow run and a registered champion. The Apptainer definition is parsed by
+and munge, with slurmdbd accounting on MariaDB, started by scripts/slurm-cluster with the daemons in
+the foreground): the rendered sbatch script runs `srun torchrun` with 2 DDP workers, then evaluate
+and register; the job ends COMPLETED (in scontrol and in sacct) with one MLflow run and a
+registered champion. The Apptainer definition is parsed by
 spython (there is no Apptainer here to build it).
 
 Without SLURM installed the test is skipped, unless LOOPML_REQUIRE_STACK=1 (CI sets it)."""
@@ -27,13 +28,14 @@ CLUSTER = Path(__file__).parents[2] / "scripts" / "slurm-cluster"
 
 @pytest.fixture(scope="module")
 def slurm(tmp_path_factory):
-    if not shutil.which("slurmctld") or not shutil.which("munged"):
-        message = "SLURM is not installed (apt-get install slurm-wlm munge); .ci/run installs it"
+    if not all(shutil.which(tool) for tool in ("slurmctld", "munged", "slurmdbd", "mariadbd")):
+        message = "SLURM is not installed (apt-get install slurm-wlm munge slurmdbd mariadb-server); .ci/run does"
         if os.environ.get("LOOPML_REQUIRE_STACK") == "1":
             pytest.fail(message)
         pytest.skip(message)
     folder = tmp_path_factory.mktemp("slurm")
-    env = {**os.environ, "SLURMCTLD_PORT": str(free_port()), "SLURMD_PORT": str(free_port())}
+    ports = ("SLURMCTLD_PORT", "SLURMD_PORT", "SLURMDBD_PORT", "SLURM_DB_PORT")
+    env = {**os.environ, **{name: str(free_port()) for name in ports}}
     up = subprocess.run([str(CLUSTER), "up", str(folder)], env=env, capture_output=True, text=True, timeout=120)
     try:
         assert up.returncode == 0, up.stdout + up.stderr
@@ -45,6 +47,20 @@ def slurm(tmp_path_factory):
 def job_state(job: str, env: dict[str, str]) -> dict[str, str]:
     shown = subprocess.run(["scontrol", "show", "job", job], env=env, capture_output=True, text=True).stdout
     return dict(re.findall(r"(\w+)=(\S+)", shown))
+
+
+def accounted(job: str, env: dict[str, str]) -> str:
+    """The job's state in the accounting database (slurmctld reports an ended job to slurmdbd
+    asynchronously: ask again for a while)."""
+    state = ""
+    for _ in range(60):
+        shown = subprocess.run(["sacct", "-j", job, "-X", "-n", "-P", "-o", "State"], env=env, capture_output=True,
+                               text=True).stdout.split()  # fmt: skip
+        state = shown[0] if shown else ""
+        if state not in ("", "RUNNING", "PENDING", "COMPLETING"):
+            break
+        time.sleep(0.5)
+    return state
 
 
 def test_rendered_sbatch_trains_with_ddp_on_a_real_cluster(slurm, digits):
@@ -72,6 +88,7 @@ def test_rendered_sbatch_trains_with_ddp_on_a_real_cluster(slurm, digits):
     log = (digits / "logs" / f"digits-train-{job}.out").read_text()
     assert state["JobState"] == "COMPLETED" and state["ExitCode"] == "0:0", log[-4000:]
     assert "rendezvous" in log and "register" in log
+    assert accounted(job, env) == "COMPLETED"  # what sacct, from slurmdbd's database, says of the job
     result = yaml.safe_load((digits / "outputs" / "train.json").read_text())
     assert result["world_size"] == 2
     (run,) = train_runs(digits)
