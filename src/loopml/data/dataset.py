@@ -9,6 +9,7 @@ values): the preprocessing is part of the model, so a served model takes the sam
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -41,6 +42,7 @@ class Dataset:
     # training rows, and the stream reads them all, piece by piece
     stream: TableStream | None = None
     target_range: tuple[float, float] | None = None  # regression: the whole training target's range
+    train_labels: dict | None = None  # classification: rows per label among all the training rows
 
     @property
     def train_rows(self) -> int:
@@ -91,13 +93,13 @@ def _load_streamed(project: Project, with_test: bool) -> Dataset:
         raise DataError(f"{cfg.data.path}: only {whole.rows} rows; need at least {MIN_ROWS} to split train/test")
     sample = whole.sample(TRAIN)
     roles, inputs, y_sample = _columns(project, sample)
-    labels: set = set()
+    labels: Counter = Counter()
     low, high, missing = float("inf"), float("-inf"), 0
     for frame in whole.reading([target]).frames(TRAIN):
         y = frame[target]
         missing += int(y.isna().sum())
         if cfg.task == "classification":
-            labels.update(y.dropna().unique().tolist())
+            labels.update(y.value_counts().to_dict())
         elif len(y.dropna()):
             low, high = min(low, float(y.min())), max(high, float(y.max()))
     if missing:
@@ -111,8 +113,9 @@ def _load_streamed(project: Project, with_test: bool) -> Dataset:
         X_test, y_test = _conformed(project, test, inputs), test[target]
     else:
         X_test, y_test = X_train.iloc[:0], y_sample.iloc[:0]
-    return Dataset(X_train, y_sample, X_test, y_test, inputs, classes, roles, stream,
-                   None if classes is not None else (low, high))  # fmt: skip
+    if classes is not None:
+        return Dataset(X_train, y_sample, X_test, y_test, inputs, classes, roles, stream, train_labels=dict(labels))
+    return Dataset(X_train, y_sample, X_test, y_test, inputs, classes, roles, stream, target_range=(low, high))
 
 
 def _columns(project: Project, frame: pd.DataFrame) -> tuple[dict[str, str], list[Input], pd.Series]:

@@ -40,12 +40,7 @@ def validate(project: Project, repin: bool = False) -> ValidateResult:
         save_schema(infer_schema(frame, cfg.data.target), project.schema_path)
     schema = load_schema(project.schema_path)
     report = validate_frame(frame, schema, cfg.data.rules, cfg.data.target)
-    inferred = R.infer_roles(frame, cfg.data.target)
-    roles = R.effective(inferred, cfg.data.columns, cfg.data.exclude)
-    written = write_roles(project, roles) if not cfg.data.columns else False
-    warnings, failures = checks.review(frame, cfg.data.target, cfg.task, inferred, roles, previous_columns,
-                                       cfg.data.checks)  # fmt: skip
-    report.failures += failures
+    roles, written, warnings = _review(project, frame, previous_columns, report)
     traffic = read_traffic(project, frame)
     if traffic is not None:
         live = validate_frame(traffic, structural(schema), cfg.data.rules, cfg.data.target)
@@ -112,14 +107,21 @@ def _validate_streamed(project: Project, repin: bool, started: float) -> Validat
         return replace(live, failures=_from_traffic(live.failures))
 
     report = merge_reports(map(checked, stream.pieces))
-    sample = stream.sample(TRAIN)
-    inferred = R.infer_roles(sample, cfg.data.target)
+    roles, written, warnings = _review(project, stream.sample(TRAIN), previous_columns, report)
+    return _finish(project, started, report, pinned, warnings, roles, written)
+
+
+def _review(project: Project, frame, previous_columns: list[str] | None, report) -> tuple[dict[str, str], bool, list]:
+    """The column roles (written to loopml.yaml on first sight) and a colleague's review of `frame`;
+    the review's failures join `report`. Returns the roles, whether they were written, the warnings."""
+    cfg = project.config
+    inferred = R.infer_roles(frame, cfg.data.target)
     roles = R.effective(inferred, cfg.data.columns, cfg.data.exclude)
     written = write_roles(project, roles) if not cfg.data.columns else False
-    warnings, failures = checks.review(sample, cfg.data.target, cfg.task, inferred, roles, previous_columns,
+    warnings, failures = checks.review(frame, cfg.data.target, cfg.task, inferred, roles, previous_columns,
                                        cfg.data.checks)  # fmt: skip
     report.failures += failures
-    return _finish(project, started, report, pinned, warnings, roles, written)
+    return roles, written, warnings
 
 
 def write_roles(project: Project, roles: dict[str, str]) -> bool:

@@ -90,20 +90,6 @@ def measure(predictor: Predictor, data: Dataset, task: str) -> tuple[dict[str, f
     return metrics, details
 
 
-def _train_labels(project: Project, data: Dataset) -> Counter:
-    """How many training rows hold each label: a streamed table's counted over all of them (its
-    `y_train` is a sample), one target column at a time."""
-    if data.stream is None:
-        return Counter(data.y_train.tolist())
-    from loopml.data.stream import TRAIN
-
-    target = project.config.data.target
-    counts: Counter = Counter()
-    for frame in data.stream.reading([target]).frames(TRAIN):
-        counts.update(frame[target].value_counts().to_dict())
-    return counts
-
-
 def _summary(project: Project, data: Dataset, trained: TrainResult) -> dict[str, Any]:
     """What the model was trained on, for people: rows, balance, columns by role, the estimator."""
     by_role: dict[str, list[str]] = {}
@@ -117,7 +103,9 @@ def _summary(project: Project, data: Dataset, trained: TrainResult) -> dict[str,
         "params": plain(trained.params),
     }
     if data.classes is not None:
-        train, test = _train_labels(project, data), Counter(data.y_test.tolist())
+        # a streamed table's y_train is a sample: its labels were counted over every training row
+        train = data.train_labels if data.train_labels is not None else Counter(data.y_train.tolist())
+        test = Counter(data.y_test.tolist())
         summary["balance"] = [{"class": str(c), "train": train.get(c, 0), "test": test.get(c, 0)} for c in data.classes]
     else:
         summary["target"] = {"mean": float(data.y_train.mean()), "std": float(data.y_train.std()),
