@@ -204,30 +204,32 @@ class ServingApp:
         request_id, status, labels = None, 500, None
         ctx: dict = {}  # handlers put ("protocol", model, version) under "labels" once a version ran
         try:
-            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-            given = headers.get("x-request-id")
-            request_id = given if given and REQUEST_ID.match(given) else self._new_id()
-            ctx["request_id"] = request_id
-            route, params = self.router.match(method, path)
-            self._authorize(route, headers)
-            status, body, extra = await route.handler(scope, receive, headers, ctx, **params)
-            await respond(send, status, body, extra + [(b"x-request-id", request_id.encode())])
-        except HttpError as exc:
-            status = exc.status
-            await respond(send, status, orjson.dumps({"error": exc.message}),
-                          exc.headers + [(b"x-request-id", (request_id or "").encode())])  # fmt: skip
-        except Exception:
-            logger.exception("unhandled error on %s %s (request id %s)", method, path, request_id)
-            status = 500
-            message = f"internal server error (request id {request_id}); the server log has the details"
-            await respond(send, 500, orjson.dumps({"error": message}), [(b"x-request-id", (request_id or "").encode())])
-        finally:
-            self.metrics.inflight.dec()
+            try:
+                headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+                given = headers.get("x-request-id")
+                request_id = given if given and REQUEST_ID.match(given) else self._new_id()
+                ctx["request_id"] = request_id
+                route, params = self.router.match(method, path)
+                self._authorize(route, headers)
+                status, body, extra = await route.handler(scope, receive, headers, ctx, **params)
+            except HttpError as exc:
+                status, body, extra = exc.status, orjson.dumps({"error": exc.message}), exc.headers
+            except Exception:
+                logger.exception("unhandled error on %s %s (request id %s)", method, path, request_id)
+                status = 500
+                message = f"internal server error (request id {request_id}); the server log has the details"
+                body, extra = orjson.dumps({"error": message}), []
+            # counted before the answer leaves: a client holding its answer finds it in /metrics,
+            # whichever worker answers the scrape
             elapsed = time.perf_counter() - started
             labels = ctx.get("labels")
             if labels is not None:
                 self.metrics.count(labels, ctx.get("ran", False), status, elapsed)
+            await respond(send, status, body, extra + [(b"x-request-id", (request_id or "").encode())])
+        finally:
+            self.metrics.inflight.dec()
             if self.settings.access_log:
+                elapsed = time.perf_counter() - started
                 access_log.info(orjson.dumps({"time": round(time.time(), 3), "id": request_id, "method": method,
                                               "path": path[:200], "status": status, "ms": round(elapsed * 1000, 2),
                                               "version": labels[2] if labels else None}).decode())  # fmt: skip
