@@ -10,10 +10,10 @@ from tests.conftest import REPO
 
 SRC = REPO / "src"
 PUBLIC = ["Config", "ConfigError", "DataError", "EvaluateResult", "GateFailed", "LoopmlError", "ModelError",
-          "ModelInputError", "ModelRef", "ModelVersion", "NotFound", "PipelineError", "Predictor", "Project",
-          "RegisterResult", "RegistryError", "RegistryUnavailable", "ServeSettings", "TrainResult", "ValidateResult",
-          "compare", "create_app", "drift", "evaluate", "init", "load_config", "predict_file", "register", "run",
-          "train", "validate"]  # fmt: skip
+          "ModelInputError", "ModelRef", "ModelVersion", "NotFound", "OptimizeResult", "PipelineError", "Predictor",
+          "Project", "RegisterResult", "RegistryError", "RegistryUnavailable", "ServeSettings", "TrainResult",
+          "ValidateResult", "compare", "create_app", "drift", "evaluate", "init", "load_config", "optimize",
+          "predict_file", "register", "run", "train", "validate"]  # fmt: skip
 
 
 def modules() -> dict[str, ast.Module]:

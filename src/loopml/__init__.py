@@ -5,7 +5,7 @@ The public Python surface, curated (everything else is internal and may change):
     from loopml import Project, validate, train, evaluate, register, run, create_app
 
     project = Project.find()              # the project around the working directory
-    validate(project); trained = train(project); evaluate(project); register(project)
+    validate(project); trained = train(project); evaluate(project); optimize(project); register(project)
     runs, code = run(project)             # the whole pipeline through `dvc repro`
     app = create_app(ServeSettings(primary=ModelRef.parse("digits@champion")))   # an ASGI app
 
@@ -28,6 +28,7 @@ _EXPORTS = {
     "validate": "loopml.data.validate",
     "train": "loopml.train.stage",
     "evaluate": "loopml.evaluate.stage",
+    "optimize": "loopml.optimize.stage",
     "register": "loopml.registration",
     "run": "loopml.pipeline:repro",
     "drift": "loopml.data.pair:profile_pair",
@@ -39,6 +40,7 @@ _EXPORTS = {
     "ValidateResult": "loopml.contracts",
     "TrainResult": "loopml.contracts",
     "EvaluateResult": "loopml.contracts",
+    "OptimizeResult": "loopml.contracts",
     "RegisterResult": "loopml.contracts",
     "ModelVersion": "loopml.contracts",
     "LoopmlError": "loopml.errors",
@@ -64,6 +66,7 @@ __all__ = [
     "ModelRef",
     "ModelVersion",
     "NotFound",
+    "OptimizeResult",
     "PipelineError",
     "Predictor",
     "Project",
@@ -79,6 +82,7 @@ __all__ = [
     "evaluate",
     "init",
     "load_config",
+    "optimize",
     "predict_file",
     "register",
     "run",
@@ -88,7 +92,14 @@ __all__ = [
 
 if TYPE_CHECKING:
     from loopml.config import Config, load_config
-    from loopml.contracts import EvaluateResult, ModelVersion, RegisterResult, TrainResult, ValidateResult
+    from loopml.contracts import (
+        EvaluateResult,
+        ModelVersion,
+        OptimizeResult,
+        RegisterResult,
+        TrainResult,
+        ValidateResult,
+    )
     from loopml.data.drift import compare
     from loopml.data.validate import validate
     from loopml.errors import (
@@ -104,6 +115,7 @@ if TYPE_CHECKING:
         RegistryUnavailable,
     )
     from loopml.evaluate.stage import evaluate
+    from loopml.optimize.stage import optimize
     from loopml.project import Project
     from loopml.registration import register
     from loopml.scaffold import init

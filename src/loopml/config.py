@@ -446,6 +446,29 @@ class DeployConfig(Section):
         return self
 
 
+class OptimizeConfig(Section):
+    """`loopml optimize`: compressed variants of the trained model, judged by the same gates on the same
+    test rows; the best on `objective` among those that pass every gate and agree with the original is
+    registered (the original when none does). A variant that cannot be built (an unknown name, a
+    ratio outside (0, 1), an export an op refuses) fails on its own, with the reason in the table."""
+
+    # torch models: onnx, onnx_int8, onnx_int8_static, torch_int8, prune, svd, fp16, bf16 (GPU);
+    # scikit-learn models: onnx (skl2onnx / onnxmltools). "auto": the ones that cost no training
+    # (torch: onnx, onnx_int8, torch_int8; scikit-learn: onnx). [] turns the stage into a no-op.
+    variants: list[str] | Literal["auto"] = "auto"
+    objective: Literal["latency_p95", "latency_p95_batch", "size_mb", "throughput"] = "latency_p95"
+    # latency_p95: one row per call (a user's request); *_batch and throughput: serve.max_batch_size rows
+    threads: int = Field(1, ge=1, le=1024)  # intra-op threads while timing (recorded with the result)
+    prune_ratios: list[float] = [0.5]  # prune: share of channels removed (one variant per ratio), in (0, 1)
+    svd_energy: float = 0.9  # svd: keep the smallest rank holding this share of each Linear's spectrum
+    finetune_epochs: int = Field(5, ge=0, le=10_000)  # prune and svd: epochs of fine-tuning afterwards
+    calibration_rows: int = Field(512, ge=1, le=1 << 24)  # onnx_int8_static: training rows for calibration
+    min_agreement: float = Field(0.99, ge=0, le=1)  # share of test rows whose label equals the original's
+    max_proba_delta: float = Field(0.3, ge=0, le=1)  # largest |probability - original's| over test rows
+    max_value_delta: float = Field(0.1, ge=0)  # regression: largest |output - original's| / std of the target
+    opset: int = Field(18, ge=9, le=30)  # ONNX opset of exported models
+
+
 class Config(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # the registered model's name
     task: Literal["classification", "regression"]
@@ -458,6 +481,7 @@ class Config(Section):
     loop: LoopConfig = LoopConfig()
     remote: RemoteConfig = RemoteConfig()
     deploy: DeployConfig = DeployConfig()
+    optimize: OptimizeConfig = OptimizeConfig()
 
     @model_validator(mode="after")
     def _gate_metrics_exist(self) -> Config:

@@ -31,7 +31,10 @@ class Tag:
     DATA_DIGEST = "loopml.data_digest"
     GIT_COMMIT = "loopml.git_commit"
     DEVICE = "loopml.device"
-    VARIANT = "loopml.variant"
+    VARIANT = "loopml.variant"  # "base", or the optimize variant registered (onnx_int8, prune_50, ...)
+    RUNTIME = "loopml.runtime"  # what runs the registered model: torch, sklearn, onnxruntime
+    OPSET = "loopml.onnx_opset"
+    AGREEMENT = "loopml.agreement"  # share of test rows the variant labels as the trained model does
     GATES = "loopml.gates"
     METRIC = "loopml.metric."  # + metric name, on versions: the evaluated figures
     REGISTERED = "loopml.registered"
@@ -167,6 +170,42 @@ class RegisterResult:
 
 
 @dataclass(frozen=True)
+class VariantReport:
+    """One optimize variant as judged: its figures on the test rows, and why it was kept or not."""
+
+    name: str  # "base" for the trained model, else e.g. "onnx_int8", "prune_50"
+    runtime: str  # torch, sklearn or onnxruntime
+    status: str  # chosen, passed, rejected (built, but failed a gate or the agreement) or failed (not built)
+    reason: str
+    metrics: dict[str, float] = field(default_factory=dict)  # quality, latency (batch 1 and batch), size
+    agreement: float | None = None  # share of test rows labelled as the original labels them
+    max_delta: float | None = None  # largest |probability| (or |output| / target std) difference
+    objective: float | None = None  # the figure the choice minimizes (throughput: its negative)
+    pareto: bool = False  # no other built variant is both better on the objective and on quality
+    details: dict[str, str] = field(default_factory=dict)  # exporter, opset, ratio, rank, seconds to build
+
+
+@dataclass(frozen=True)
+class OptimizeResult:
+    STAGE: ClassVar[str] = "optimize"
+    seconds: float
+    figure: str
+    run_id: str  # the training run the variants were made from
+    chosen: str  # "base" when the original stays
+    model_uri: str  # what `register` registers: the chosen variant's logged model
+    objective: str
+    threads: int
+    batch_size: int
+    report: str
+    cpu_flags: list[str] = field(default_factory=list)  # avx512_vnni, amx_int8, ...: what int8 speed depends on
+    variants: list[VariantReport] = field(default_factory=list)
+
+    @property
+    def choice(self) -> VariantReport | None:
+        return next((v for v in self.variants if v.name == self.chosen), None)
+
+
+@dataclass(frozen=True)
 class AliasMove:
     """Who moved an alias onto a version, when and why."""
 
@@ -213,7 +252,7 @@ class ModelVersion:
 
 
 STAGE_RESULTS: dict[str, type] = {cls.STAGE: cls for cls in (ValidateResult, TrainResult, EvaluateResult,
-                                                                RegisterResult)}  # fmt: skip
+                                                                OptimizeResult, RegisterResult)}  # fmt: skip
 
 
 # -- one JSON round trip ------------------------------------------------------------------------

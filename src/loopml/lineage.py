@@ -54,6 +54,8 @@ def requirements(kind: str, uses_sklearn: bool, extra: tuple[str, ...] = ()) -> 
     wanted = ["numpy", "pandas", "cloudpickle"]
     if kind == "torch":
         wanted.append("torch")
+    if kind == "onnx":  # an optimized variant run by ONNX Runtime: no torch, no estimator library
+        wanted.append("onnxruntime")
     if kind == "sklearn" or uses_sklearn:
         wanted += ["scikit-learn", "scipy", "joblib"]
     pinned = []

@@ -90,7 +90,7 @@ def drop_stale_results(project: Project) -> list[str]:
     trained = project.read_result(TrainResult)
     if trained is not None and store.run_exists(uri, trained.run_id) is False:
         notes.append(f"the tracking store has no run {trained.run_id} (a new or reset store?): training again")
-        for stage in ("train", "evaluate", "register"):
+        for stage in ("train", "evaluate", "optimize", "register"):
             project.result_path(stage).unlink(missing_ok=True)
         return notes
     registered = project.read_result(RegisterResult)

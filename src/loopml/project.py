@@ -28,7 +28,7 @@ from loopml.contracts import STAGE_RESULTS, read_json, write_json
 from loopml.errors import ConfigError
 
 logger = logging.getLogger(__name__)
-STAGES = ("prepare", "validate", "train", "evaluate", "register")
+STAGES = ("prepare", "validate", "train", "evaluate", "optimize", "register")
 R = TypeVar("R")
 
 

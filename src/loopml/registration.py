@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import time
 
-from loopml.contracts import EvaluateResult, RegisterResult, Tag, TrainResult, plain
+from loopml.contracts import EvaluateResult, OptimizeResult, RegisterResult, Tag, TrainResult, plain
 from loopml.errors import GateFailed
 from loopml.project import Project
 from loopml.uri import CHALLENGER, CHAMPION
@@ -34,13 +34,26 @@ def register(project: Project, as_challenger: bool = False) -> RegisterResult:
             + "\n  ".join(lines)
             + f"\nSee {evaluated.report}; improve the model or revisit the gates in loopml.yaml."
         )
+    model_uri, metrics, variant_tags = trained.model_uri, evaluated.metrics, {Tag.VARIANT: "base"}
+    optimized = project.read_result(OptimizeResult)
+    if optimized is not None and optimized.run_id == trained.run_id and optimized.choice is not None \
+            and optimized.chosen != "base":  # fmt: skip
+        # the variant optimize chose: judged on the same rows by the same gates, so its figures stand
+        choice = optimized.choice
+        model_uri = optimized.model_uri
+        metrics = {k: v for k, v in choice.metrics.items() if k in evaluated.metrics}
+        variant_tags = {Tag.VARIANT: choice.name, Tag.RUNTIME: choice.runtime,
+                        Tag.AGREEMENT: round(choice.agreement or 0.0, 6)}  # fmt: skip
+        if "opset" in choice.details:
+            variant_tags[Tag.OPSET] = choice.details["opset"]
+            variant_tags["loopml.onnxruntime_version"] = _version_of("onnxruntime")
     tags = {
         Tag.DATA_DIGEST: trained.data_digest,
         Tag.GIT_COMMIT: trained.git_commit,
         Tag.DEVICE: trained.device,
-        Tag.VARIANT: "base",
+        **variant_tags,
         Tag.GATES: json.dumps(plain(evaluated.gates)),
-        **{f"{Tag.METRIC}{k}": round(v, 6) for k, v in evaluated.metrics.items()},
+        **{f"{Tag.METRIC}{k}": round(v, 6) for k, v in metrics.items()},
     }
     make_champion = evaluated.becomes_champion
     if not make_champion:
@@ -52,7 +65,7 @@ def register(project: Project, as_challenger: bool = False) -> RegisterResult:
     if make_champion and as_challenger and evaluated.champion is not None:
         make_champion, reason = False, "passed the gates; challenger until its canary is judged"
     aliases = [CHALLENGER, CHAMPION] if make_champion else [CHALLENGER]
-    version, reused = registry.register(trained.run_id, trained.model_uri, tags, aliases, reason)
+    version, reused = registry.register(trained.run_id, model_uri, tags, aliases, reason)
     with registry.run(run_id=trained.run_id):
         registry.set_tags({Tag.REGISTERED: True, Tag.VERSION: version.version})
     result = RegisterResult(
@@ -66,3 +79,12 @@ def register(project: Project, as_challenger: bool = False) -> RegisterResult:
     )
     project.write_result(result)
     return result
+
+
+def _version_of(distribution: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "unknown"

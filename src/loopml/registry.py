@@ -266,8 +266,9 @@ class Registry:
             dataset = mlflow.data.from_pandas(frame, source=source, targets=target, name=Path(source).name)
             mlflow.log_input(dataset, context=context, tags={Tag.DIGEST_INPUT: digest})
 
-    def log_model(self, package: Path, example: pd.DataFrame, requirements: list[str]) -> str:
-        """Log a package as an MLflow pyfunc model carrying `loopml_runtime`; returns its model URI."""
+    def log_model(self, package: Path, example: pd.DataFrame, requirements: list[str], name: str = "model") -> str:
+        """Log a package as an MLflow pyfunc model carrying `loopml_runtime`; returns its model URI.
+        `name`: "model" for the trained model, "model-<variant>" for an optimized one."""
         import loopml_runtime
         from loopml_runtime.pyfunc import LoopmlPyfunc
 
@@ -277,7 +278,7 @@ class Registry:
         # The package is given relative to its folder, so MLmodel records no absolute path of this machine.
         with _cwd(package.parent), self._errors("log the model"):
             info = mlflow.pyfunc.log_model(
-                name="model",
+                name=name,
                 python_model=LoopmlPyfunc(),
                 artifacts={"package": package.name},
                 code_paths=[runtime_code],

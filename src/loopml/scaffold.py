@@ -156,6 +156,8 @@ def _own_config(name: str, task: str, reason: str, path: str, target: str, roles
         "train:\n"
         "  seed: 42                         # scikit-learn estimators take their other settings from model.params\n\n"
         f"{gates}\n\n"
+        "optimize:                          # `loopml optimize`: faster variants judged by the same gates\n"
+        "  variants: auto                   # skl2onnx -> ONNX Runtime where the model takes numbers only\n\n"
         "loop:                              # `loopml monitor --watch`: drift, retrain, canary, promote or roll back\n"
         "  server: http://127.0.0.1:8000    # the `loopml serve` canaries run on (admin token: LOOPML_ADMIN_TOKEN)\n"
         "  min_labelled: 200                # labelled live rows (POST /feedback) needed before a retrain\n"

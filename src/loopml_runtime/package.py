@@ -6,6 +6,8 @@
     preprocessor.joblib the fitted column preprocessing of a torch model (raw columns -> numbers)
     estimator.joblib    the fitted estimator (scikit-learn-compatible models; pipelines carry
                         their own preprocessing)
+    model.onnx          an optimized variant run by ONNX Runtime (meta: runtime "onnxruntime")
+    module.pt           an optimized torch variant saved whole (pruned, factorized, int8)
     schema.yaml, reference_profile.json, environment.json   what serving and monitoring need
 
 `conform` puts any table into the columns and types the model was trained on; training and every
@@ -190,6 +192,20 @@ def save_package(path: Path, meta: dict[str, Any], model: Any = None, factory_fi
         if source.exists():
             shutil.copy(source, path / name)
     (path / META_FILE).write_text(json.dumps(meta, indent=2, default=_plain) + "\n")
+
+
+MODEL_FILES = ("weights.pt", "estimator.joblib", "model.onnx", "module.pt")
+
+
+def derive_package(base: Path, path: Path, meta: dict[str, Any], model_file: Path) -> None:
+    """A variant's package: `base`'s folder (inputs, preprocessing, schema, profile, environment) with
+    its model file replaced by `model_file` and its meta updated by `meta` (runtime, model_file, ...)."""
+    if path.exists():
+        shutil.rmtree(path)
+    shutil.copytree(base, path, ignore=shutil.ignore_patterns(*MODEL_FILES))
+    shutil.copy(model_file, path / meta["model_file"])
+    merged = {**json.loads((base / META_FILE).read_text()), **meta}
+    (path / META_FILE).write_text(json.dumps(merged, indent=2, default=_plain) + "\n")
 
 
 def package_size_mb(path: Path) -> float:

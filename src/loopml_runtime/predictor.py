@@ -4,6 +4,12 @@ all-numeric models, on a float matrix with the columns in training order (the se
 Torch models: conform -> preprocessor (if any) -> standardize -> forward; labels by argmax and
 softmax probabilities, or the regression output unscaled. scikit-learn models: conform -> the
 fitted estimator (a pipeline carries its own preprocessing).
+
+The runtime that runs the model (`meta["runtime"]`) may differ from its family (`kind`): an optimized
+variant of a torch model runs as ONNX on ONNX Runtime (`model.onnx`) or as a whole torch module
+(`module.pt`: pruned, factorized or quantized, so no longer `factory(params)` plus a state dict); a
+scikit-learn model converted by skl2onnx runs on ONNX Runtime. Pre- and post-processing stay the
+family's, so every runtime answers in the same form.
 """
 
 from __future__ import annotations
@@ -25,8 +31,9 @@ from loopml_runtime.package import META_FILE, conform, inputs_of
 class Predictor:
     """Loads a packaged model and predicts on DataFrames (columns by name, extra columns ignored)."""
 
-    def __init__(self, path: str | Path, device: str = "cpu"):
+    def __init__(self, path: str | Path, device: str = "cpu", threads: int | None = None):
         self.path = Path(path)
+        self.threads = threads  # ONNX Runtime's intra-op threads (None: its default, every core)
         meta_file = self.path / META_FILE
         if not meta_file.is_file():
             raise PackageError(f"{self.path}: not a loopml model package (no {META_FILE})")
@@ -41,16 +48,19 @@ class Predictor:
         # an estimator fitted on class indices (XGBoost's classifiers): its outputs index `classes`
         self._decode = np.asarray(self.classes, dtype=object) if self.meta.get("label_encoded") else None
         self.task: str = self.meta["task"]
-        self.kind: str = self.meta["kind"]
+        self.kind: str = self.meta["kind"]  # the model family: torch or sklearn
+        self.runtime: str = self.meta.get("runtime", self.kind)  # what runs it: torch, sklearn or onnxruntime
+        self.variant: str = self.meta.get("variant", "base")  # the optimize variant, "base" for the trained model
         # Can the model take a missing value? (Imputing pipelines and NaN-aware trees can.)
         self.accepts_missing: bool = bool(self.meta.get("accepts_missing", False))
-        self.device = device
+        # int8 torch modules run on the CPU alone (their quantized kernels have no CUDA version)
+        self.device = "cpu" if self.meta.get("cpu_only") else device
         self._float_only = all(np.dtype(i.dtype or "float64") == np.float64 for i in self.inputs if i.kind == "number")
         self._arrays_ok: bool | None = None
         self._user_module = self._load_user_module()
         self._preprocessor = self._load_joblib(self.meta["preprocessor"]) if self.meta.get("preprocessor") else None
         self._model = self._load()
-        self._argmax_is_predict = self.kind == "sklearn" and self.task == "classification" and _argmax_predicts(
+        self._argmax_is_predict = self.runtime == "sklearn" and self.task == "classification" and _argmax_predicts(
             self._model)  # fmt: skip
 
     # -- loading ---------------------------------------------------------------------------
@@ -77,9 +87,21 @@ class Predictor:
                                "(environment.json)") from None  # fmt: skip
 
     def _load(self):
+        if self.runtime == "onnxruntime":
+            return self._load_onnx()
         if self.kind == "sklearn":
             return self._load_joblib("estimator.joblib")
         import torch
+
+        if self.meta.get("model_file"):  # a whole module: its architecture is no longer factory(params)
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # int8 modules: deprecation notes about quantized storage
+                    module = torch.load(self.path / self.meta["model_file"], map_location="cpu", weights_only=False)
+            except Exception as exc:
+                raise PackageError(f"{self.path / self.meta['model_file']}: cannot be loaded ({type(exc).__name__}: "
+                                   f"{exc}); optimize the model again") from None  # fmt: skip
+            return module.to(self.device).eval()
 
         build = getattr(self._user_module, self.meta["factory"].rsplit(":", 1)[1])
         params = inspect.signature(build).parameters
@@ -95,6 +117,32 @@ class Predictor:
                                "train the model again") from None  # fmt: skip
         return model.to(self.device).eval()
 
+    def _load_onnx(self):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise PackageError(f"{self.path}: this model runs on ONNX Runtime; pip install onnxruntime") from None
+        options = ort.SessionOptions()
+        if self.threads:
+            options.intra_op_num_threads = self.threads
+            options.inter_op_num_threads = 1
+        providers = ["CPUExecutionProvider"]
+        if self.device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        try:
+            session = ort.InferenceSession(str(self.path / self.meta["model_file"]), options, providers=providers)
+        except Exception as exc:  # ONNX Runtime raises its own exception types for damaged or unsupported files
+            raise PackageError(f"{self.path / self.meta['model_file']}: ONNX Runtime cannot load it "
+                               f"({type(exc).__name__}: {exc}); optimize the model again") from None  # fmt: skip
+        self._onnx_input = session.get_inputs()[0].name
+        self._onnx_outputs = [o.name for o in session.get_outputs()]
+        return session
+
+    @property
+    def model(self):
+        """The loaded model itself: an nn.Module, a fitted estimator, or an ONNX Runtime session."""
+        return self._model
+
     # -- tables ----------------------------------------------------------------------------
     def conform(self, frame: pd.DataFrame) -> pd.DataFrame:
         return conform(frame, self.inputs)
@@ -109,6 +157,8 @@ class Predictor:
         """(predictions, class probabilities or None) for a table of raw input columns."""
         table = self.conform(frame)
         if self.kind == "sklearn":
+            if self.runtime == "onnxruntime":
+                return self._sklearn_onnx(table.to_numpy(dtype=np.float32, na_value=np.nan), proba)
             return self._sklearn(table, proba)
         return self._torch(self._numbers(table), proba)
 
@@ -126,6 +176,8 @@ class Predictor:
             raise InputError(f"expected shape [rows, {len(self.inputs)}]; got {list(x.shape)}")
         if self.kind == "torch" and self._preprocessor is None:
             return self._torch(x, proba)
+        if self.runtime == "onnxruntime":  # a converted scikit-learn model takes the float matrix
+            return self._sklearn_onnx(np.asarray(x, dtype=np.float32), proba)
         if self.kind == "sklearn" and self._float_only and self._takes_arrays():
             return self._sklearn(x, proba)
         return self.infer(pd.DataFrame(x, columns=self.features), proba)
@@ -146,6 +198,14 @@ class Predictor:
                 raise InputError(f"the model cannot take these rows: {exc}") from None
         return labels, scores
 
+    def _sklearn_onnx(self, x: np.ndarray, proba: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """A scikit-learn model converted by skl2onnx (zipmap off): label and probability tensors."""
+        outputs = self._model.run(None, {self._onnx_input: np.ascontiguousarray(x)})
+        if self.task != "classification":
+            return outputs[0].reshape(-1).astype(np.float64), None
+        labels = self._labels(np.asarray(outputs[0]).reshape(-1))
+        return labels, np.asarray(outputs[1], dtype=np.float64) if proba and len(outputs) > 1 else None
+
     def _labels(self, predicted: np.ndarray) -> np.ndarray:
         if self._decode is None:
             return predicted
@@ -158,15 +218,29 @@ class Predictor:
                 return np.asarray(self._preprocessor.transform(table), dtype=np.float32)
         return table.to_numpy(dtype=np.float32, na_value=np.nan)
 
-    def _torch(self, x: np.ndarray, proba: bool) -> tuple[np.ndarray, np.ndarray | None]:
-        import torch
+    def network_inputs(self, frame: pd.DataFrame) -> np.ndarray:
+        """A torch model's network input for raw rows: conformed, preprocessed, standardized float32
+        (what optimize exports, calibrates and fine-tunes with)."""
+        if self.kind != "torch":
+            raise InputError("only torch models take a network input matrix")
+        return self._scaled(self._numbers(self.conform(frame)))
 
+    def _scaled(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float32)  # the dtype the weights were trained in
         scale = self.meta.get("feature_scale")
         if scale:
             x = (x - np.asarray(scale["mean"], dtype=np.float32)) / np.asarray(scale["std"], dtype=np.float32)
-        with torch.inference_mode():
-            out = self._model(torch.from_numpy(np.ascontiguousarray(x)).to(self.device)).float().cpu().numpy()
+        return x
+
+    def _torch(self, x: np.ndarray, proba: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        x = self._scaled(x)
+        if self.runtime == "onnxruntime":
+            out = np.asarray(self._model.run(None, {self._onnx_input: np.ascontiguousarray(x)})[0], dtype=np.float32)
+        else:
+            import torch
+
+            with torch.inference_mode():
+                out = self._model(torch.from_numpy(np.ascontiguousarray(x)).to(self.device)).float().cpu().numpy()
         if self.task != "classification":
             target = self.meta["target_scale"]
             return out.reshape(-1) * target["std"] + target["mean"], None

@@ -75,7 +75,7 @@ def test_the_loop_runs_on_an_mlflow_server_with_postgres_and_s3(team_stack, tmp_
     assert any(k.endswith("reports/evaluation.html") for k in keys)
     # a re-run asks the server, finds the run and the version, and stays cached
     again = loopml_json("run", cwd=project)
-    assert again["ok"] and [s["status"] for s in again["stages"]] == ["cached"] * 5, again
+    assert again["ok"] and [s["status"] for s in again["stages"]] == ["cached"] * 6, again
     # doctor says where the store and the artifacts live, and that both answer
     doctor = loopml_json("doctor", cwd=project)
     assert doctor["facts"]["mlflow"] == {"tracking": team_stack["MLFLOW_TRACKING_URI"], "answers": True,
@@ -192,7 +192,7 @@ def test_data_versions_travel_through_the_s3_remote(team_stack, tmp_path):
     for path in ("data/raw/digits.parquet", "outputs/model/weights.pt"):
         assert md5(clone / path) == md5(project / path), path
     again = loopml_json("run", cwd=clone)  # same data, same code, same model: nothing to do
-    assert again["ok"] and [s["status"] for s in again["stages"]] == ["cached"] * 5, again
+    assert again["ok"] and [s["status"] for s in again["stages"]] == ["cached"] * 6, again
 
     (clone / ".env").write_text((project / ".env").read_text().replace(team_stack["AWS_SECRET_ACCESS_KEY"], "nope"))
     denied = loopml("data", "push", cwd=clone, check=False)

@@ -14,7 +14,9 @@ JSON = typer.Option(False, "--json", help="Print the result as JSON.")
 
 @app.command("list")
 def list_versions(json_out: bool = JSON) -> None:
-    """Every registered version: aliases, key metrics, data digest, when and why aliases moved."""
+    """Every registered version: aliases, variant (base or the optimize variant), key metrics, data
+    digest, when and why aliases moved."""
+    from loopml.contracts import Tag
     from loopml.project import Project
     from loopml.registry import Registry
 
@@ -30,8 +32,9 @@ def list_versions(json_out: bool = JSON) -> None:
         metrics = v.metrics
         shown = ", ".join(f"{k} {metrics[k]:.4f}" for k in ("accuracy", "mae", "r2") if k in metrics)
         moved = v.moved(CHAMPION) or v.moved(CHALLENGER)
-        rows.append([v.version, ", ".join(v.aliases), shown, v.created, v.data_digest[:10], moved.why if moved else ""])
-    table(versions[0].name, ["version", "aliases", "metrics", "created", "data", "last alias move"], rows)
+        rows.append([v.version, ", ".join(v.aliases), v.tags.get(Tag.VARIANT, "base"), shown, v.created,
+                     v.data_digest[:10], moved.why if moved else ""])  # fmt: skip
+    table(versions[0].name, ["version", "aliases", "variant", "metrics", "created", "data", "last alias move"], rows)
 
 
 @app.command()

@@ -10,7 +10,7 @@ JSON = typer.Option(False, "--json", help="Print the stage result as JSON.")
 
 
 def register(app: typer.Typer) -> None:
-    for command in (validate, train, evaluate, register_model, gates):
+    for command in (validate, train, evaluate, optimize, register_model, gates):
         app.command(command.__name__.replace("_model", ""))(command)
 
 
@@ -109,6 +109,45 @@ def evaluate(json_out: bool = JSON) -> None:
     table("metrics", ["metric", "model", f"baseline ({result.baseline.name})" if result.baseline else "baseline",
                       f"champion {champion.name}" if champion else "champion"], rows)  # fmt: skip
     _gate_table(result)
+    console.print(f"report: {result.report}")
+
+
+def optimize(json_out: bool = JSON) -> None:
+    """Try compressed variants of the evaluated model and keep the fastest one that still passes.
+
+    Variants (optimize.variants in loopml.yaml): torch models get onnx (ONNX Runtime fp32),
+    onnx_int8 (dynamic), onnx_int8_static (calibrated on training rows), torch_int8, prune
+    (Torch-Pruning + fine-tuning, per optimize.prune_ratios) and svd (low-rank Linear layers +
+    fine-tuning); scikit-learn models get onnx (skl2onnx; XGBoost and LightGBM through onnxmltools).
+    Each is judged on the evaluation's test rows by the same gates, plus agreement with the original
+    (optimize.min_agreement, max_proba_delta), and timed at optimize.threads threads. The best on
+    optimize.objective among those that pass is logged to the run and is what `loopml register`
+    registers; the original stays when none passes. A variant that cannot be built fails alone, with
+    its reason in the table. Writes outputs/optimize.json and reports/optimize.html.
+    """
+    from loopml.optimize.stage import optimize as run_stage
+    from loopml.project import Project
+
+    def progress(name: str) -> None:
+        if not json_out:
+            err.print(f"optimize: building and timing {name} ...", highlight=False)
+
+    result = run_stage(Project.find(), progress=progress)
+    if json_out:
+        emit_json(result)
+        return
+    quality = "accuracy" if "accuracy" in (result.variants[0].metrics if result.variants else {}) else "mae"
+    rows = []
+    for v in result.variants:
+        m = v.metrics
+        status = {"chosen": "[bold green]chosen[/]", "passed": "[blue]passed[/]"}.get(v.status, f"[red]{v.status}[/]")
+        rows.append([f"{v.name}{'*' if v.pareto else ''}", status, number(m.get(quality)) if m else "—",
+                     f"{v.agreement:.2%}" if v.agreement is not None else "—",
+                     f"{m['row_p95_ms']:.3f}" if m else "—", f"{m['size_mb']:.2f}" if m else "—",
+                     v.reason])  # fmt: skip
+    table(f"optimize: {result.objective}, {result.threads} thread(s), * = Pareto", ["variant", "status", quality,
+          "agrees", "p95 ms", "MB", "why"], rows)  # fmt: skip
+    console.print(f"[bold]optimize[/] ({result.seconds:.1f}s): {result.figure}")
     console.print(f"report: {result.report}")
 
 

@@ -51,7 +51,7 @@ def export(project: Project, ref_text: str | None, out: Path, gpu: bool, pull: b
         shutil.copytree(package, out / "model")
     requirements = (mlflow_model / "requirements.txt").read_text() if (mlflow_model / "requirements.txt").is_file() \
         else ""  # fmt: skip
-    (out / "requirements.txt").write_text(_requirements(requirements))
+    (out / "requirements.txt").write_text(_requirements(requirements, gpu))
     loopml_wheel(out / "wheels")
     return facts
 
@@ -81,7 +81,9 @@ def _resolve(project: Project, ref_text: str | None, gpu: bool, pull: bool) -> t
     environment = json.loads((package / "environment.json").read_text()) if (package / "environment.json").is_file() \
         else {}  # fmt: skip
     packages = environment.get("packages", {})
-    torch = packages.get("torch") if (package / "weights.pt").is_file() else None
+    meta = json.loads((package / "loopml-model.json").read_text())
+    # a torch model, also as an ONNX variant: the image's torch (loopml needs it) matches the training build
+    torch = packages.get("torch") if meta.get("kind") == "torch" else None
     cuda = _cuda_image(torch) if gpu else None
     python = ".".join(str(packages.get("python", f"{sys.version_info[0]}.{sys.version_info[1]}")).split(".")[:2])
     # loopml itself depends on torch: a CPU image takes PyTorch's CPU build (PyPI's Linux wheel carries CUDA)
@@ -112,10 +114,14 @@ def _cuda_image(torch: str | None) -> str:
     return minor
 
 
-def _requirements(text: str) -> str:
-    """The model's pinned requirements, minus what the image provides otherwise (loopml comes as a wheel)."""
+def _requirements(text: str, gpu: bool = False) -> str:
+    """The model's pinned requirements, minus what the image provides otherwise (loopml comes as a wheel);
+    on a GPU image ONNX Runtime is its CUDA build (same version), so an ONNX variant runs on the GPU."""
     lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
     kept = [line for line in lines if not line.lower().startswith(("loopml==", "loopml "))]
+    if gpu:
+        kept = [("onnxruntime-gpu" + line[len("onnxruntime"):]) if line.lower().startswith("onnxruntime==") else line
+                for line in kept]  # fmt: skip
     return "# the model's pinned requirements (from its MLflow requirements.txt); loopml comes from wheels/\n" + \
         "\n".join(kept) + "\n"  # fmt: skip
 

@@ -36,6 +36,8 @@ class ModelRuntime:
         self.task = predictor.task
         self.classes = predictor.classes
         self.accepts_missing = predictor.accepts_missing
+        # Triton's platform names where one fits: an optimized ONNX variant is "onnxruntime_onnx"
+        self.platform = "onnxruntime_onnx" if predictor.runtime == "onnxruntime" else f"loopml_{predictor.kind}"
         self.profile = self._reference_profile()
         # categories seen in training, per text input: other values are answered and counted
         self.known = {c: {str(v) for v in self.profile.columns[c].categories}
@@ -139,7 +141,7 @@ class ModelRuntime:
                        "shape": [-1, len(self.features)], "parameters": {"feature_names": self.features}}]  # fmt: skip
         else:
             inputs = per_input
-        return {"name": self.name, "versions": versions, "platform": f"loopml_{self.predictor.kind}",
+        return {"name": self.name, "versions": versions, "platform": self.platform,
                 "inputs": inputs, "outputs": self.output_specs(),
                 "parameters": {"columns": per_input, "accepts_missing": self.accepts_missing}}  # fmt: skip
 
