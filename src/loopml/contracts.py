@@ -179,7 +179,7 @@ class VariantReport:
     reason: str
     metrics: dict[str, float] = field(default_factory=dict)  # quality, latency (batch 1 and batch), size
     agreement: float | None = None  # share of test rows labelled as the original labels them
-    max_delta: float | None = None  # largest |probability| (or |output| / target std) difference
+    max_delta: float | None = None  # largest |Δ probability| on rows labelled alike (regression: |Δ output| / std)
     objective: float | None = None  # the figure the choice minimizes (throughput: its negative)
     pareto: bool = False  # no other built variant is both better on the objective and on quality
     details: dict[str, str] = field(default_factory=dict)  # exporter, opset, ratio, rank, seconds to build

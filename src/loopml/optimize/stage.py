@@ -137,9 +137,11 @@ class _Judge:
     def _agreement(self, labels, proba) -> tuple[float, float]:
         if self.cfg.task == "classification":
             agreement = float(np.mean(np.asarray(labels) == np.asarray(self.base_labels)))
-            if proba is None or self.base_proba is None:
+            same = np.asarray(labels) == np.asarray(self.base_labels)
+            if proba is None or self.base_proba is None or not same.any():
                 return agreement, 0.0
-            return agreement, float(np.abs(proba - self.base_proba).max())
+            # over the rows labelled alike: a flipped label is min_agreement's business, not this one's
+            return agreement, float(np.abs(proba[same] - self.base_proba[same]).max())
         spread = float(np.std(np.asarray(self.data.y_test, dtype=np.float64))) or 1.0
         values, original = np.asarray(labels, dtype=np.float64), np.asarray(self.base_labels, dtype=np.float64)
         delta = float(np.abs(values - original).max())
