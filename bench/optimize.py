@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -27,17 +26,10 @@ import pandas as pd
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from own_data import loopml  # noqa: E402
 from serve_vs_peers import free_port, server, v2_body, wrk  # noqa: E402
 
 BIN = Path(sys.executable).parent
-
-
-def loopml(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
-    done = subprocess.run([str(BIN / "loopml"), *args], cwd=cwd, env=env, capture_output=True, text=True)
-    if done.returncode:
-        sys.exit(f"loopml {' '.join(args)} failed in {cwd}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    return done
 
 
 def project(root: Path, template: str, edit) -> tuple[Path, dict]:

@@ -174,3 +174,60 @@ def test_a_missing_compression_tool_names_the_extra(digits, tmp_path, monkeypatc
     monkeypatch.setitem(sys.modules, "skl2onnx", None)  # as if loopml were installed without [optimize]
     with pytest.raises(VariantFailed, match=r"needs the skl2onnx package: pip install 'loopml\[optimize\]'"):
         _built("onnx", package, digits, tmp_path / "v")
+
+
+DATA_DEPENDENT = '''
+import torch
+from torch import nn
+
+
+class Branchy(nn.Module):
+    def __init__(self, n_features, n_outputs):
+        super().__init__()
+        self.a, self.b = nn.Linear(n_features, n_outputs), nn.Linear(n_features, n_outputs)
+
+    def forward(self, x):
+        if x.sum() > 0:  # control flow on the data: torch.export cannot trace it
+            return self.a(x)
+        return self.b(x)
+
+
+def build(n_features, n_outputs):
+    return Branchy(n_features, n_outputs)
+'''
+
+
+def _torch_package(root: Path, source: str, X: pd.DataFrame, task: str, outputs: int, **meta) -> Path:
+    from loopml_runtime.predictor import import_user_file
+
+    (root / "model.py").write_text(source)
+    torch.manual_seed(0)
+    model = import_user_file(root / "model.py").build(X.shape[1], outputs)
+    scale = {"mean": X.mean().tolist(), "std": (X.std() + 1e-6).tolist()}
+    save_package(root / "package", {"kind": "torch", "task": task, "inputs": [Input.of(c, X[c]) for c in X],
+                                    "target": "y", "factory": "model.py:build",
+                                    "factory_kwargs": {"n_features": X.shape[1], "n_outputs": outputs},
+                                    "feature_scale": scale, **meta},
+                 model=model.eval(), factory_file=root / "model.py")  # fmt: skip
+    return root / "package"
+
+
+def test_an_export_that_fails_is_this_variants_reason(digits, tmp_path):
+    X, y = digits
+    package = _torch_package(tmp_path, DATA_DEPENDENT, X, "classification", 10, classes=list(range(10)),
+                             target_scale=None)  # fmt: skip
+    with pytest.raises(VariantFailed, match="ONNX export failed"):
+        _built("onnx", package, digits, tmp_path / "v")
+
+
+def test_a_regression_network_keeps_its_target_scale(digits, tmp_path):
+    X, y = digits
+    target = y.astype(float) * 10 + 5
+    package = _torch_package(tmp_path, MODEL_FILE, X, "regression", 1,
+                             target_scale={"mean": float(target.mean()), "std": float(target.std())})  # fmt: skip
+    for name in ("onnx", "svd"):
+        base, variant, _ = _built(name, package, (X, target), tmp_path / name, svd_energy=0.5)
+        expected, got = base.predict(X), variant.predict(X)
+        assert got.shape == expected.shape and abs(got.mean() - target.mean()) < 5 * target.std()
+        if name == "onnx":  # the same network: the same numbers
+            np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-3)

@@ -129,7 +129,7 @@ def latency_ms(predict, frame: pd.DataFrame) -> dict[str, float]:
     """p50/p95 wall time of predicting one row at a time, in milliseconds (see LATENCY_METHOD)."""
     singles = [frame.iloc[[i % len(frame)]] for i in range(LATENCY_ROWS)]
     rounds: list[np.ndarray] = []
-    with _one_thread():
+    with torch_threads(1):
         for single in singles[:10]:
             predict(single)
         for _ in range(LATENCY_ROUNDS):
@@ -148,13 +148,15 @@ def latency_ms(predict, frame: pd.DataFrame) -> dict[str, float]:
 
 
 @contextmanager
-def _one_thread():
+def torch_threads(threads: int = 1):
+    """torch's intra-op threads set for the block (timing is per thread count; ONNX Runtime sessions
+    take theirs when made). Nothing to set when no torch model has imported torch."""
     torch = sys.modules.get("torch")  # a torch model has imported it; importing it here would cost seconds
     if torch is None:
         yield
         return
     before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     try:
         yield
     finally:

@@ -18,10 +18,10 @@ import numpy as np
 from loopml import metric
 from loopml.contracts import EvaluateResult, GateResult, OptimizeResult, TrainResult, VariantReport
 from loopml.evaluate import gate
-from loopml.evaluate.metrics import latency_ms, quality
+from loopml.evaluate.metrics import latency_ms, quality, torch_threads
 from loopml.fileio import write_text_atomic
 from loopml.optimize.choice import BASE, choose, pareto
-from loopml.optimize.timing import cpu_flags, threads_of, timings
+from loopml.optimize.timing import cpu_flags, timings
 from loopml.optimize.variants import Built, TrainingRows, VariantFailed, build, expand
 from loopml.project import Project
 from loopml_runtime import Predictor, package_size_mb
@@ -112,7 +112,7 @@ class _Judge:
     def _measure(self, predictor: Predictor, package) -> tuple[dict[str, float], np.ndarray, np.ndarray | None]:
         labels, proba = predictor.infer(self.data.X_test)
         metrics, _ = quality(self.cfg.task, self.data.y_test, labels, proba, self.data.classes)
-        with threads_of(self.cfg.optimize.threads):
+        with torch_threads(self.cfg.optimize.threads):
             metrics.update(latency_ms(predictor.predict, self.data.X_test))  # as evaluate measures it
         metrics["size_mb"] = package_size_mb(package)
         metrics.update(timings(predictor, self.data.X_test, self.batch_size, self.cfg.optimize.threads))

@@ -6,14 +6,13 @@ tables of raw columns. Each figure is the best of a few rounds (other processes 
 
 from __future__ import annotations
 
-import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from loopml.evaluate.metrics import torch_threads
 from loopml_runtime import Predictor
 
 SINGLE_CALLS = 200  # one-row calls per round
@@ -29,7 +28,7 @@ def timings(predictor: Predictor, X: pd.DataFrame, batch_size: int, threads: int
     call = predictor.infer_matrix if predictor.numeric else predictor.infer
     singles = [rows[i % len(rows): i % len(rows) + 1] for i in range(SINGLE_CALLS)]
     batch = rows[:batch_size]
-    with threads_of(threads):
+    with torch_threads(threads):
         for single in singles[:10]:
             call(single)
         call(batch)
@@ -63,21 +62,6 @@ def _best(call, inputs: list) -> np.ndarray:
             times[i] = time.perf_counter() - start
         rounds.append(times)
     return min(rounds, key=lambda r: np.percentile(r, 95))
-
-
-@contextmanager
-def threads_of(threads: int):
-    """torch's intra-op threads set for the block (ONNX Runtime sessions take theirs when made)."""
-    torch = sys.modules.get("torch")
-    if torch is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> list[str]:
