@@ -463,7 +463,7 @@ class OptimizeConfig(Section):
     svd_energy: float = 0.9  # svd: keep the smallest rank holding this share of each Linear's spectrum
     finetune_epochs: int = Field(5, ge=0, le=10_000)  # prune and svd: epochs of fine-tuning afterwards
     calibration_rows: int = Field(512, ge=1, le=1 << 24)  # onnx_int8_static: training rows for calibration
-    min_agreement: float = Field(0.99, ge=0, le=1)  # share of test rows whose label equals the original's
+    min_agreement: float = Field(0.995, ge=0, le=1)  # share of test rows whose label equals the original's
     max_proba_delta: float = Field(0.3, ge=0, le=1)  # largest |probability - original's| where the labels agree
     max_value_delta: float = Field(0.1, ge=0)  # regression: largest |output - original's| / std of the target
     opset: int = Field(18, ge=9, le=30)  # ONNX opset of exported models
