@@ -58,8 +58,8 @@ def optimize(project: Project, progress=None) -> OptimizeResult:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     base = Predictor(project.model_dir, threads=settings.threads)
-    judge = _Judge(cfg, evaluated, data, base, batch_size)
-    reports = [judge.base_report(project.model_dir)]
+    judge = _Judge(cfg, evaluated, data, base, project.model_dir, batch_size)
+    reports = [judge.base_report()]
     packages: dict[str, Built] = {}
     rows = TrainingRows(data.X_train, np.asarray(data.y_train))
     for name in names:
@@ -103,9 +103,10 @@ def optimize(project: Project, progress=None) -> OptimizeResult:
 class _Judge:
     """Measures packages on the evaluation's test rows, against the original and the gates."""
 
-    def __init__(self, cfg, evaluated: EvaluateResult, data, base: Predictor, batch_size: int):
+    def __init__(self, cfg, evaluated: EvaluateResult, data, base: Predictor, base_package, batch_size: int):
         self.cfg, self.evaluated, self.data, self.base, self.batch_size = cfg, evaluated, data, base, batch_size
-        self.base_labels, self.base_proba = base.infer(data.X_test)
+        # the original measured once: its answers are what every variant is compared with
+        self.base_metrics, self.base_labels, self.base_proba = self._measure(base, base_package)
         # the gates the original passed are the ones a variant must pass too
         self.needed = {(g.metric, g.kind) for g in evaluated.gates if g.passed}
 
@@ -118,9 +119,8 @@ class _Judge:
         metrics.update(timings(predictor, self.data.X_test, self.batch_size, self.cfg.optimize.threads))
         return metrics, labels, proba
 
-    def base_report(self, package) -> VariantReport:
-        metrics, _, _ = self._measure(self.base, package)
-        return VariantReport(BASE, self.base.runtime, "passed", "the trained model", metrics, 1.0, 0.0,
+    def base_report(self) -> VariantReport:
+        return VariantReport(BASE, self.base.runtime, "passed", "the trained model", self.base_metrics, 1.0, 0.0,
                              details={"runtime": self.base.runtime})  # fmt: skip
 
     def variant(self, built: Built) -> VariantReport:
