@@ -58,6 +58,7 @@ bench: setup
 	$(BIN)/python bench/drift_vs_evidently.py
 	$(BIN)/python bench/remote_store.py
 	$(BIN)/python bench/optimize.py
+	$(BIN)/python bench/text.py
 
 # Environments. CPU: the default .venv. CUDA: a separate .venv-cuda with PyTorch's CUDA build,
 # ending with the check that matters. MLflow UI: the demo project's store on 127.0.0.1:5000.

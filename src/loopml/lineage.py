@@ -52,7 +52,7 @@ def requirements(kind: str, uses_sklearn: bool, extra: tuple[str, ...] = ()) -> 
     from importlib import metadata
 
     wanted = ["numpy", "pandas", "cloudpickle"]
-    if kind == "torch":
+    if kind in ("torch", "text"):
         wanted.append("torch")
     if kind == "onnx":  # an optimized variant run by ONNX Runtime: no torch, no estimator library
         wanted.append("onnxruntime")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from loopml.errors import ConfigError, DataError, PipelineError
 
-TEMPLATES = ("digits", "tabular")
+TEMPLATES = ("digits", "tabular", "text")
 TASKS = ("auto", "classification", "regression")
 
 

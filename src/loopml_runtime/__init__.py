@@ -10,5 +10,14 @@ from loopml_runtime.errors import InputError, PackageError
 from loopml_runtime.package import FORMAT, META_FILE, Input, derive_package, package_size_mb, save_package
 from loopml_runtime.predictor import Predictor
 
-__all__ = ["FORMAT", "META_FILE", "Input", "InputError", "PackageError", "Predictor", "derive_package",
-           "package_size_mb", "save_package"]
+__all__ = [
+    "FORMAT",
+    "META_FILE",
+    "Input",
+    "InputError",
+    "PackageError",
+    "Predictor",
+    "derive_package",
+    "package_size_mb",
+    "save_package",
+]

@@ -8,6 +8,7 @@
                         their own preprocessing)
     model.onnx          an optimized variant run by ONNX Runtime (meta: runtime "onnxruntime")
     module.pt           an optimized torch variant saved whole (pruned, factorized, int8)
+    encoder/, head.pt, vocabulary.txt   a text model (see loopml_runtime.text)
     schema.yaml, reference_profile.json, environment.json   what serving and monitoring need
 
 `conform` puts any table into the columns and types the model was trained on; training and every
@@ -113,7 +114,12 @@ def _column(series: pd.Series, spec: Input) -> pd.Series:
         return _datetimes(series, spec)
     present = series.notna()
     text = series.astype(object).where(present, None)
-    if not pd.api.types.is_string_dtype(series) or series.dtype != object:
+    if spec.role == "text":  # free text for a text model: a number or a list there is a caller's mistake
+        wrong = text[text.map(lambda v: v is not None and not isinstance(v, str))]
+        if len(wrong):
+            raise InputError(f"column {spec.name!r} takes text (strings); row {wrong.index[0]} holds "
+                             f"{type(wrong.iloc[0]).__name__} {wrong.iloc[0]!r}")  # fmt: skip
+    elif not pd.api.types.is_string_dtype(series) or series.dtype != object:
         text = text.map(lambda v: v if v is None or isinstance(v, str) else _text(v))
     # an empty text is a missing value, as a CSV reader makes it (and as BYTES tensors must send it)
     return text.where(text != "", None).astype(object)
@@ -175,7 +181,11 @@ def save_package(path: Path, meta: dict[str, Any], model: Any = None, factory_fi
     if factory_file is not None:  # a user's module: torch factories, custom estimators pickled by reference
         shutil.copy(factory_file, path / factory_file.name)
         meta["factory_file"] = factory_file.name
-    if meta["kind"] == "torch":
+    if meta["kind"] == "text":
+        from loopml_runtime.text import save_text_model
+
+        save_text_model(path, model)
+    elif meta["kind"] == "torch":
         import torch
 
         torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, path / "weights.pt")
@@ -194,7 +204,8 @@ def save_package(path: Path, meta: dict[str, Any], model: Any = None, factory_fi
     (path / META_FILE).write_text(json.dumps(meta, indent=2, default=_plain) + "\n")
 
 
-MODEL_FILES = ("weights.pt", "estimator.joblib", "model.onnx", "module.pt")
+# a text model's encoder weights and head are model files too: its tokenizer and vocabulary stay
+MODEL_FILES = ("weights.pt", "estimator.joblib", "model.onnx", "module.pt", "model.safetensors", "head.pt")
 
 
 def derive_package(base: Path, path: Path, meta: dict[str, Any], model_file: Path) -> None:

@@ -3,7 +3,9 @@ all-numeric models, on a float matrix with the columns in training order (the se
 
 Torch models: conform -> preprocessor (if any) -> standardize -> forward; labels by argmax and
 softmax probabilities, or the regression output unscaled. scikit-learn models: conform -> the
-fitted estimator (a pipeline carries its own preprocessing).
+fitted estimator (a pipeline carries its own preprocessing). Text models (`loopml_runtime.text`):
+conform -> tokenize (cut to max_length, counted in `truncated_rows`) -> forward in buckets of rows
+of like length -> the same labels and probabilities as torch models.
 
 The runtime that runs the model (`meta["runtime"]`) may differ from its family (`kind`): an optimized
 variant of a torch model runs as ONNX on ONNX Runtime (`model.onnx`) or as a whole torch module
@@ -57,6 +59,8 @@ class Predictor:
         self.device = "cpu" if self.meta.get("cpu_only") else device
         self._float_only = all(np.dtype(i.dtype or "float64") == np.float64 for i in self.inputs if i.kind == "number")
         self._arrays_ok: bool | None = None
+        self.truncated_rows = 0  # text models: rows cut to max_length since loading
+        self._tokenizer = self._vocabulary = None
         self._user_module = self._load_user_module()
         self._preprocessor = self._load_joblib(self.meta["preprocessor"]) if self.meta.get("preprocessor") else None
         self._model = self._load()
@@ -87,6 +91,8 @@ class Predictor:
                                "(environment.json)") from None  # fmt: skip
 
     def _load(self):
+        if self.kind == "text":
+            return self._load_text()
         if self.runtime == "onnxruntime":
             return self._load_onnx()
         if self.kind == "sklearn":
@@ -116,6 +122,22 @@ class Predictor:
             raise PackageError(f"{self.path / 'weights.pt'}: cannot be loaded ({type(exc).__name__}: {exc}); "
                                "train the model again") from None  # fmt: skip
         return model.to(self.device).eval()
+
+    def _load_text(self):
+        """The tokenizer and vocabulary, then the network: a torch module, or an ONNX Runtime session."""
+        from loopml_runtime.text import load_text_model, load_tokenizer
+
+        try:
+            self._tokenizer, self._vocabulary = load_tokenizer(self.path)
+            if self.runtime == "onnxruntime":
+                return self._load_onnx()
+            return load_text_model(self.path, self.meta, self.device)
+        except ImportError as exc:
+            raise PackageError(f"{self.path}: this text model needs {exc.name}; pip install transformers "
+                               "tokenizers safetensors") from None  # fmt: skip
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise PackageError(f"{self.path}: the text model cannot be loaded ({type(exc).__name__}: {exc}); "
+                               "train it again") from None  # fmt: skip
 
     def _load_onnx(self):
         try:
@@ -160,7 +182,73 @@ class Predictor:
             if self.runtime == "onnxruntime":
                 return self._sklearn_onnx(table.to_numpy(dtype=np.float32, na_value=np.nan), proba)
             return self._sklearn(table, proba)
+        if self.kind == "text":
+            return self._answer(self._text_outputs(table), proba)
         return self._torch(self._numbers(table), proba)
+
+    # -- text --------------------------------------------------------------------------------
+    @property
+    def text_column(self) -> str | None:
+        return self.meta["text"]["column"] if self.kind == "text" else None
+
+    def _encoded(self, table: pd.DataFrame):
+        from loopml_runtime.text import encode
+
+        column = self.text_column
+        texts = table[column]
+        empty = texts.isna().to_numpy()
+        if empty.any():
+            row = table.index[int(empty.argmax())]
+            raise InputError(f"column {column!r}: row {row} holds no text (empty or missing); a text model needs a "
+                             "non-empty string in every row")  # fmt: skip
+        encoded = encode(self._tokenizer, texts.tolist(), self.meta["text"]["max_length"])
+        self.truncated_rows += encoded.truncated
+        return encoded
+
+    def _by_length(self, encoded, output: int) -> np.ndarray:
+        """The network's `output` (0: logits, 1: sentence embeddings) over rows of like length, cut to
+        their bucket's longest, BUCKET_ROWS at a time, back in request order: a short message is never
+        padded to a long one's width."""
+        from loopml_runtime.text import BUCKET_ROWS, ExportedText
+
+        order = np.argsort(encoded.lengths, kind="stable")
+        parts = []
+        for start in range(0, len(order), BUCKET_ROWS):
+            rows = order[start : start + BUCKET_ROWS]
+            width = min(encoded.ids.shape[1], max(1, int(encoded.lengths[rows].max())))
+            ids = np.ascontiguousarray(encoded.ids[rows, :width])
+            if self.runtime == "onnxruntime":
+                parts.append(self._model.run([ExportedText.OUTPUTS[output]], {self._onnx_input: ids})[0])
+            else:
+                import torch
+
+                with torch.inference_mode():
+                    x = torch.from_numpy(ids).to(self.device)
+                    out = self._model(x) if output == 0 else self._model.embed(x)
+                parts.append(out.float().cpu().numpy())
+        out = np.concatenate(parts).astype(np.float32, copy=False) if parts else np.zeros((0, 1), np.float32)
+        answers = np.empty_like(out)
+        answers[order] = out
+        return answers
+
+    def _text_outputs(self, table: pd.DataFrame) -> np.ndarray:
+        return self._by_length(self._encoded(table), 0)
+
+    def describe(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """The columns drift is watched on: the raw inputs for tables; for a text model, each text's
+        token length, out-of-vocabulary rate and projected sentence embedding instead of the text."""
+        if self.kind != "text":
+            return frame
+        from loopml_runtime.text import drift_columns, oov_rate
+
+        table = self.conform(frame)
+        encoded = self._encoded(table)
+        embeddings = self._by_length(encoded, 1)
+        texts = table[self.text_column].tolist()
+        found = drift_columns(self.text_column, encoded.lengths, oov_rate(texts, self._vocabulary), embeddings,
+                              self.meta["text"]["pca"])  # fmt: skip
+        rest = frame.drop(columns=[c for c in frame.columns if c == self.text_column])
+        return pd.concat([pd.DataFrame(found, index=frame.index), rest], axis=1)
 
     # -- matrices (all-numeric models) -----------------------------------------------------
     def predict_matrix(self, x: np.ndarray) -> np.ndarray:
@@ -221,8 +309,10 @@ class Predictor:
     def network_inputs(self, frame: pd.DataFrame) -> np.ndarray:
         """A torch model's network input for raw rows: conformed, preprocessed, standardized float32
         (what optimize exports, calibrates and fine-tunes with)."""
+        if self.kind == "text":  # token ids, padded to the longest row
+            return self._encoded(self.conform(frame)).ids
         if self.kind != "torch":
-            raise InputError("only torch models take a network input matrix")
+            raise InputError("only torch and text models take a network input matrix")
         return self._scaled(self._numbers(self.conform(frame)))
 
     def _scaled(self, x: np.ndarray) -> np.ndarray:
@@ -241,6 +331,10 @@ class Predictor:
 
             with torch.inference_mode():
                 out = self._model(torch.from_numpy(np.ascontiguousarray(x)).to(self.device)).float().cpu().numpy()
+        return self._answer(out, proba)
+
+    def _answer(self, out: np.ndarray, proba: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """A network's raw outputs -> labels and softmax probabilities, or the regression value unscaled."""
         if self.task != "classification":
             target = self.meta["target_scale"]
             return out.reshape(-1) * target["std"] + target["mean"], None

@@ -81,8 +81,9 @@ def test_an_onnx_variant_serves_tritonclient_and_invocations_like_the_original(d
         served = client.infer(name, [tensor]).as_numpy("predict")
         expected = original.predict(X)
         assert np.mean(served == expected) >= 0.995
-        answer = live.client.post("/invocations", json={"dataframe_split": {"columns": list(X.columns),
-                                                                            "data": X.head(300).values.tolist()}})
+        answer = live.client.post(
+            "/invocations", json={"dataframe_split": {"columns": list(X.columns), "data": X.head(300).values.tolist()}}
+        )
         assert answer.status_code == 200
         assert np.mean(np.asarray(answer.json()["predictions"]) == expected[:300]) >= 0.995
     finally:

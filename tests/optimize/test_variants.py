@@ -18,14 +18,14 @@ from loopml.config import OptimizeConfig
 from loopml.optimize.variants import TrainingRows, VariantFailed, build, expand
 from loopml_runtime import Input, Predictor, save_package
 
-MODEL_FILE = '''
+MODEL_FILE = """
 from torch import nn
 
 
 def build(n_features, n_outputs, hidden=128):
     return nn.Sequential(nn.Linear(n_features, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
                          nn.Linear(hidden, n_outputs))
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -54,10 +54,17 @@ def mlp_package(tmp_path_factory, digits) -> Path:
             optimizer.zero_grad()
             torch.nn.functional.cross_entropy(model(x[batch]), target[batch]).backward()
             optimizer.step()
-    meta = {"kind": "torch", "task": "classification", "inputs": [Input(c, "number", "float64") for c in X.columns],
-            "target": "label", "classes": list(range(10)), "factory": "model.py:build",
-            "factory_kwargs": {"n_features": 64, "n_outputs": 10},
-            "feature_scale": {"mean": mean.tolist(), "std": std.tolist()}, "target_scale": None}
+    meta = {
+        "kind": "torch",
+        "task": "classification",
+        "inputs": [Input(c, "number", "float64") for c in X.columns],
+        "target": "label",
+        "classes": list(range(10)),
+        "factory": "model.py:build",
+        "factory_kwargs": {"n_features": 64, "n_outputs": 10},
+        "feature_scale": {"mean": mean.tolist(), "std": std.tolist()},
+        "target_scale": None,
+    }
     save_package(root / "package", meta, model=model.eval(), factory_file=root / "model.py")
     return root / "package"
 
@@ -176,7 +183,7 @@ def test_a_missing_compression_tool_names_the_extra(digits, tmp_path, monkeypatc
         _built("onnx", package, digits, tmp_path / "v")
 
 
-DATA_DEPENDENT = '''
+DATA_DEPENDENT = """
 import torch
 from torch import nn
 
@@ -194,7 +201,7 @@ class Branchy(nn.Module):
 
 def build(n_features, n_outputs):
     return Branchy(n_features, n_outputs)
-'''
+"""
 
 
 def _torch_package(root: Path, source: str, X: pd.DataFrame, task: str, outputs: int, **meta) -> Path:

@@ -27,6 +27,12 @@ def drift(
     encoding: str = typer.Option(
         "auto", "--encoding", help="CSV text encoding (auto: UTF-8, else the legacy one the bytes fit)."
     ),  # fmt: skip
+    model: str = typer.Option(
+        None,
+        "--model",
+        help="A model package folder (e.g. outputs/model) whose view of the data is compared: a "
+        "text model's text length, unknown-word rate and sentence-embedding axes instead of the raw text.",
+    ),  # fmt: skip
 ) -> None:
     """Compare two datasets column by column: PSI, KS, Wasserstein, Jensen–Shannon, chi², null and
     unseen shares; a verdict per column and for the dataset. A column missing from CURRENT, or holding
@@ -51,7 +57,10 @@ def drift(
         check_writable(report_path, "--report")
         refuse_overwrite(report_path, [reference, current], "--report")
     options = CsvOptions(encoding)
-    profile, counted = profile_pair(reference, current, options, exclude or [])
+    if model:
+        profile, counted = _through_model(model, reference, current, options, exclude or [])
+    else:
+        profile, counted = profile_pair(reference, current, options, exclude or [])
     report = compare(profile, counted, thresholds)
     if report_path:
         from loopml.monitor.report import render
@@ -78,3 +87,25 @@ def drift(
     console.print(f"{verdict}: {drifted} of {len(report.columns)} columns drifted ({report.drift_share:.0%})")
     if report_path:
         console.print(f"report: {report_path}")
+
+
+def _through_model(model: str, reference: str, current: str, options, exclude: list[str]):
+    """Both files as the model sees them (Predictor.describe), the reference fitted, the current counted."""
+    from loopml.data.io import read_table
+    from loopml.data.profile import Profile
+    from loopml.errors import ConfigError
+    from loopml_runtime import InputError, PackageError, Predictor
+
+    try:
+        predictor = Predictor(model)
+    except PackageError as exc:
+        raise ConfigError(f"--model: {exc}") from None
+    frames = []
+    for path in (reference, current):
+        frame = read_table(path, options=options).drop(columns=exclude, errors="ignore")
+        try:
+            frames.append(predictor.describe(frame))
+        except InputError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+    profile = Profile.fit(frames[0])
+    return profile, profile.count(frames[1])

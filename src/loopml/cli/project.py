@@ -20,7 +20,8 @@ def init(
         None,
         "--template",
         "-t",
-        help="digits (PyTorch CNN) or tabular (scikit-learn); the default without --from is digits.",
+        help="digits (PyTorch CNN), tabular (scikit-learn) or text (MiniLM + LoRA on support messages); the "
+        "default without --from is digits.",
     ),  # fmt: skip
     source: str = typer.Option(
         None,

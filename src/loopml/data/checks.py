@@ -1,6 +1,7 @@
 """Data checks that warn like a colleague: ID-like, constant, empty and mixed-type columns, dates stored
 as text, unexpected extra columns, duplicated rows, heavy class imbalance, mostly-missing columns,
-and a feature that predicts the target almost perfectly (leakage).
+a feature that predicts the target almost perfectly (leakage), and free text: non-text, empty,
+damaged, very short and very long values.
 
 Each finding names the column and the setting that silences it (`data.checks.<kind>: off`); a
 check set to `error` fails validation instead.
@@ -20,6 +21,8 @@ LEAK_ACCURACY = 0.99  # one feature alone labels this share of rows right ...
 LEAK_BASELINE = 0.95  # ... where always guessing the commonest class does not
 LEAK_CORRELATION = 0.99  # or (regression) ranks the target this faithfully
 LEAK_SAMPLE = 20_000
+MIN_TEXT_CHARS = 3  # free text shorter than this says little
+MAX_TEXT_CHARS = 20_000  # ... and longer than this is mostly cut away by a text model
 
 
 def review(
@@ -57,6 +60,8 @@ def review(
         if MOSTLY_MISSING < missing < 1.0:
             found.append(_warn(name, "missing_values", f"{name} is {missing:.0%} missing: the model imputes it and "
                                "learns from the missingness; check the source"))  # fmt: skip
+    for name in (n for n, role in roles.items() if role == R.TEXT and n in frame.columns):
+        found += _text_column(name, frame[name])
     if schema_columns is not None:
         extra = [c for c in frame.columns if c not in schema_columns]
         if extra:
@@ -80,6 +85,42 @@ def review(
     failures = [Failure(w.column or "(table)", f"check {w.kind}", len(frame), [w.message])
                 for w in kept if settings.get(w.kind) == "error"]  # fmt: skip
     return [w for w in kept if settings.get(w.kind) != "error"], failures
+
+
+def _text_column(name: str, values: pd.Series) -> list[DataWarning]:
+    """Free text: values that are not text, empty ones, damaged encoding, and texts too short to say
+    much or so long that a text model (which reads model.max_length tokens) cuts most of them away."""
+    found = []
+    present = values.dropna()
+    not_text = present[~present.map(lambda v: isinstance(v, str))]
+    if len(not_text):
+        found.append(_warn(name, "text", f"{name} holds {len(not_text)} value(s) that are not text, e.g. "
+                           f"{not_text.iloc[0]!r} (row {not_text.index[0]}): a text model refuses them; fix the "
+                           "export or set another role"))  # fmt: skip
+    texts = present[present.map(lambda v: isinstance(v, str))]
+    empty = int(values.isna().sum() + (texts.str.strip() == "").sum())
+    if empty:
+        found.append(_warn(name, "text", f"{name} has {empty} empty or missing text(s) ({empty / len(values):.1%}): "
+                           "a text model cannot learn from them; drop those rows"))  # fmt: skip
+    damaged = texts[texts.str.contains("\ufffd", regex=False)]
+    if len(damaged):
+        found.append(
+            _warn(
+                name,
+                "text",
+                f"{name} has {len(damaged)} text(s) with U+FFFD replacement characters "
+                f"(row {damaged.index[0]}): bytes were lost decoding the file; check data.encoding",
+            )
+        )
+    chars = texts.str.strip().str.len()
+    short, long = texts[(chars > 0) & (chars < MIN_TEXT_CHARS)], texts[chars > MAX_TEXT_CHARS]
+    if len(short):
+        found.append(_warn(name, "text", f"{name} has {len(short)} text(s) under {MIN_TEXT_CHARS} characters, e.g. "
+                           f"{short.iloc[0]!r} (row {short.index[0]}): too short to say much"))  # fmt: skip
+    if len(long):
+        found.append(_warn(name, "text", f"{name} has {len(long)} text(s) over {MAX_TEXT_CHARS:,} characters (row "
+                           f"{long.index[0]}): a text model reads only its first model.max_length tokens"))  # fmt: skip
+    return found
 
 
 def _warn(column: str | None, kind: str, message: str) -> DataWarning:

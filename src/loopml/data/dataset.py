@@ -125,7 +125,7 @@ def _columns(project: Project, frame: pd.DataFrame) -> tuple[dict[str, str], lis
     if target not in frame.columns:
         raise DataError(f"{cfg.data.path}: " + missing_column(target, frame, "data.target"))
     roles = project_roles(project, frame)
-    inputs = inputs_for(frame, roles)
+    inputs = text_input(cfg.data.path, roles) if cfg.model.type == "text" else inputs_for(frame, roles)
     if not inputs:
         excluded = ", ".join(f"{c} ({r})" for c, r in list(roles.items())[:8])
         raise DataError(f"{cfg.data.path}: no feature columns to learn from besides the target {target!r} "
@@ -180,6 +180,16 @@ def inputs_for(frame: pd.DataFrame, roles: dict[str, str]) -> list[Input]:
             found = Input.of(name, series, role)
             inputs.append(found if found.kind == "number" else Input(name, "number", "float64", role))
     return inputs
+
+
+def text_input(path: str, roles: dict[str, str]) -> list[Input]:
+    """A text model's one input: the column whose role is text (the other columns are not used)."""
+    texts = [name for name, role in roles.items() if role == column_roles.TEXT]
+    if len(texts) != 1:
+        shown = ", ".join(f"{c} ({r})" for c, r in list(roles.items())[:8])
+        raise DataError(f"{path}: a text model learns from one text column; found {len(texts)} ({shown}). Set "
+                        "data.columns.<name>: text for the column to learn from, another role for others")  # fmt: skip
+    return [Input(texts[0], "string", None, column_roles.TEXT)]
 
 
 def _label_order(label):

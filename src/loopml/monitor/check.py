@@ -100,10 +100,23 @@ def check(project: Project, since: float | None = None, versions: list[str] | No
             evaluated = registry.describe(version).metrics.get(metric.PRIMARY[cfg.task])
             reference = registry.reference_profile(version)
         if reference is not None and len(rows):
+            rows = _described(registry, version, rows, reference)
             current = reference.count(rows[[c for c in reference.columns if c in rows.columns]])
             report = compare(reference, current, cfg.monitor.thresholds())
         results.append(VersionHealth(version, len(rows), live, evaluated, report, reference, current))
     return results
+
+
+def _described(registry, version: str, rows, reference):
+    """A text model's drift is watched on figures of its texts (length, unknown words, embedding):
+    the logged texts go through that version's own encoder (Predictor.describe)."""
+    if all(c in rows.columns for c in reference.columns):
+        return rows
+    if registry.package_meta(version).get("kind") != "text":
+        return rows
+    from loopml_runtime import Predictor
+
+    return Predictor(registry.download(version)).describe(rows)
 
 
 def log_to_mlflow(project: Project, health: VersionHealth, report_file: Path | None, since: float | None,

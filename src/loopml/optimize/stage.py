@@ -84,8 +84,14 @@ def optimize(project: Project, progress=None) -> OptimizeResult:
         built = packages[chosen.name]
         uses_sklearn = (built.package / "preprocessor.joblib").is_file()
         model_kind = cfg.model.type if built.runtime != "onnxruntime" else "onnx"
+        extra: tuple[str, ...] = ()
+        if cfg.model.type == "text":  # its tokenizer runs beside ONNX Runtime
+            from loopml.train.text import EXTRA_REQUIREMENTS
+
+            model_kind, extra = "text", (*EXTRA_REQUIREMENTS, "onnxruntime")
         with registry.run(run_id=trained.run_id):
-            model_uri = registry.log_model(built.package, data.X_train.head(8), requirements(model_kind, uses_sklearn),
+            model_uri = registry.log_model(built.package, data.X_train.head(8),
+                                           requirements(model_kind, uses_sklearn, extra),
                                            name=f"model-{chosen.name}")  # fmt: skip
     result = OptimizeResult(seconds=round(time.perf_counter() - started, 3), figure=_figure(reports, chosen),
                             chosen=chosen.name, model_uri=model_uri, variants=reports, **done)  # fmt: skip
@@ -184,4 +190,3 @@ def _write(project: Project, result: OptimizeResult, report_file, task: str) -> 
 
     write_text_atomic(report_file, render(result, task))
     project.write_result(result)
-

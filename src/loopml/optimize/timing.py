@@ -26,7 +26,7 @@ def timings(predictor: Predictor, X: pd.DataFrame, batch_size: int, threads: int
     """p50/p95 ms at one row and at `batch_size` rows, and rows/s at `batch_size`."""
     rows = _rows(predictor, X, max(batch_size, 1))
     call = predictor.infer_matrix if predictor.numeric else predictor.infer
-    singles = [rows[i % len(rows): i % len(rows) + 1] for i in range(SINGLE_CALLS)]
+    singles = [rows[i % len(rows) : i % len(rows) + 1] for i in range(SINGLE_CALLS)]
     batch = rows[:batch_size]
     with torch_threads(threads):
         for single in singles[:10]:

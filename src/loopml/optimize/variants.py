@@ -32,7 +32,9 @@ logger = logging.getLogger(__name__)
 
 TORCH_VARIANTS = ("onnx", "onnx_int8", "onnx_int8_static", "torch_int8", "prune", "svd", "fp16", "bf16")
 SKLEARN_VARIANTS = ("onnx",)
-AUTO = {"torch": ("onnx", "onnx_int8", "torch_int8"), "sklearn": ("onnx",)}
+TEXT_VARIANTS = ("onnx", "onnx_int8", "onnx_int8_static")  # the encoder and head as one ONNX graph
+AUTO = {"torch": ("onnx", "onnx_int8", "torch_int8"), "sklearn": ("onnx",), "text": ("onnx", "onnx_int8")}
+KNOWN = {"torch": TORCH_VARIANTS, "sklearn": SKLEARN_VARIANTS, "text": TEXT_VARIANTS}
 EXPORT_TOLERANCE = 1e-3  # max |ONNX - eager| on the network's outputs, relative to their largest magnitude
 MIN_CALIBRATION_ROWS = 16
 
@@ -77,11 +79,11 @@ def build(name: str, base: Predictor, out: Path, settings: OptimizeConfig, rows:
     """Build one variant of `base` under `out/<name>`; VariantFailed says why it could not be."""
     started = time.perf_counter()
     family = base.kind
-    known = TORCH_VARIANTS if family == "torch" else SKLEARN_VARIANTS
+    known = KNOWN[family]
     root = name.split("_")[0] if name.startswith(("prune_", "svd_")) else name
     if root not in known:
-        other = SKLEARN_VARIANTS if family == "torch" else TORCH_VARIANTS
-        hint = f"a {'torch' if family != 'torch' else 'scikit-learn'} variant" if root in other else "unknown"
+        owner = next((f for f, names in KNOWN.items() if root in names), None)
+        hint = f"a {'scikit-learn' if owner == 'sklearn' else owner} variant" if owner else "unknown"
         raise VariantFailed(f"{hint}: a {family} model takes {', '.join(known)}")
     work = out / name
     work.mkdir(parents=True, exist_ok=True)
@@ -113,8 +115,14 @@ def _dispatch(name, root, base: Predictor, work: Path, out: Path, settings, rows
 
 
 def _module(base: Predictor):
-    """A private copy of the base network, on the CPU, in eval mode (variants never touch the base)."""
-    return copy.deepcopy(base.model).cpu().eval()
+    """A private copy of the base network, on the CPU, in eval mode (variants never touch the base);
+    a text network as ONNX takes it (token ids in; logits and sentence embedding out)."""
+    module = copy.deepcopy(base.model).cpu().eval()
+    if base.kind == "text":
+        from loopml_runtime.text import ExportedText
+
+        return ExportedText(module).eval()
+    return module
 
 
 def _onnx(name, base: Predictor, work: Path, module, settings, rows, details=None) -> Built:
@@ -139,12 +147,18 @@ def _export(module, base: Predictor, path: Path, settings, rows) -> Path:
     quiet = logging.getLogger("torch.onnx._internal.exporter._registration")
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # "torchvision is not installed. Skipping torchvision::nms", four times
+    dims = {0: torch.export.Dim("batch", min=1)}
+    names = {"input_names": ["input"], "output_names": ["output"]}
+    if base.kind == "text":  # token ids: any number of rows, any width up to the encoder's positions
+        from loopml_runtime.text import ExportedText
+
+        dims[1] = torch.export.Dim("tokens", min=2, max=base.meta["text"]["max_length"])
+        names = {"input_names": ["ids"], "output_names": list(ExportedText.OUTPUTS)}
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(module, (example[:2],), str(path), dynamo=True, external_data=False,
-                              input_names=["input"], output_names=["output"], opset_version=settings.opset,
-                              dynamic_shapes=({0: torch.export.Dim("batch", min=1)},), verbose=False)  # fmt: skip
+                              opset_version=settings.opset, dynamic_shapes=(dims,), verbose=False, **names)  # fmt: skip
     except ModuleNotFoundError:
         raise
     except Exception as exc:  # the exporter raises many types: unsupported ops, data-dependent shapes
@@ -171,7 +185,8 @@ def _check_export(path: Path, module, example) -> None:
     for batch in (1, min(64, len(example))):
         x = example[:batch]
         with torch.no_grad():
-            expected = module(x).float().numpy()
+            expected = module(x)
+        expected = (expected[0] if isinstance(expected, tuple) else expected).float().numpy()  # logits first
         got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
         scale = max(1.0, float(np.abs(expected).max()))
         if got.shape != expected.shape or float(np.abs(got - expected).max()) > EXPORT_TOLERANCE * scale:
@@ -196,13 +211,15 @@ def _onnx_int8(name, base: Predictor, work: Path, settings, rows, static: bool) 
                                     f"available (optimize.calibration_rows: {settings.calibration_rows})")  # fmt: skip
             inputs = base.network_inputs(rows.X.sample(count, random_state=0) if len(rows.X) > count else rows.X)
 
+            name_in = "ids" if base.kind == "text" else "input"
+
             class Reader(q.CalibrationDataReader):
                 def __init__(self):
                     self.batches = iter(np.array_split(inputs, max(1, len(inputs) // 32)))
 
                 def get_next(self):
                     batch = next(self.batches, None)
-                    return None if batch is None else {"input": batch}
+                    return None if batch is None else {name_in: batch}
 
             q.quantize_static(str(source), str(target), Reader(), quant_format=q.QuantFormat.QDQ, per_channel=True,
                               activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8)  # fmt: skip

@@ -354,6 +354,8 @@ class ServingApp:
         for column, count in runtime.unseen(rows).items():
             if count:
                 self.metrics.unseen.labels(runtime.name, runtime.version, column).inc(count)
+        if cut := runtime.newly_truncated():
+            self.metrics.truncated.labels(runtime.name, runtime.version).inc(cut)
         return outputs
 
     def _require_ready(self) -> None:

@@ -41,7 +41,8 @@ class Deployment:
         metrics.load_seconds.labels(*labels).set(runtime.load_seconds)
         log_dir = Path(settings.log_dir) if settings.log_dir and settings.monitor.log else None
         self.monitor = LiveMonitor(runtime.name, runtime.version, runtime.features, runtime.profile,
-                                   settings.monitor, log_dir, metrics, cfg.feedback_ids)  # fmt: skip
+                                   settings.monitor, log_dir, metrics, cfg.feedback_ids,
+                                   runtime.predictor.describe)  # fmt: skip
 
     def start(self) -> None:
         self.batcher.start()

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +32,11 @@ STATS = ("psi", "ks", "wasserstein_norm", "jensen_shannon")
 
 class LiveMonitor:
     def __init__(self, name: str, version: str, features: list[str], profile: Profile | None, cfg: MonitorConfig,
-                 log_dir: Path | None, metrics, remember_ids: int = 200_000) -> None:  # fmt: skip
+                 log_dir: Path | None, metrics, remember_ids: int = 200_000,
+                 describe: Callable[[pd.DataFrame], pd.DataFrame] | None = None) -> None:  # fmt: skip
         self.name, self.version, self.features = name, version, features
+        # the columns drift is watched on (Predictor.describe): a text's length, unknown words, embedding
+        self.describe = describe
         self.profile, self.cfg, self.log_dir, self.metrics = profile, cfg, log_dir, metrics
         self.policy = inference_log.LogPolicy.of(cfg, log_dir) if log_dir is not None else None
         self.window: deque[tuple[Rows, np.ndarray]] = deque()
@@ -111,6 +115,8 @@ class LiveMonitor:
     def _drift(self, window) -> None:
         labels = (self.name, self.version)
         frame = self._frame(join([r for r, _ in window]))
+        if self.describe is not None:
+            frame = self.describe(frame)
         frame[PREDICTION_COLUMN] = np.concatenate([p for _, p in window])
         self.metrics.window_rows.labels(*labels).set(len(frame))
         if len(frame) < self.cfg.min_rows:

@@ -57,6 +57,8 @@ class ServerMetrics:
                              ["model", "version"], registry=r, multiprocess_mode="livemostrecent")  # fmt: skip
         self.unseen = Counter("loopml_unseen_values", "Text values a version never saw in training (answered).",
                               ["model", "version", "column"], registry=r)  # fmt: skip
+        self.truncated = Counter("loopml_text_truncated_rows", "Texts longer than the model's max_length, cut to it "
+                                 "(answered).", ["model", "version"], registry=r)  # fmt: skip
         self.started = Gauge("loopml_server_start_time_seconds", "When the server started (a restart resets counters).",
                              registry=r, multiprocess_mode="livemin")  # fmt: skip
         self.registry_up = Gauge("loopml_registry_up", "1 when the last registry call succeeded, 0 when it failed.",

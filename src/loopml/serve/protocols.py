@@ -426,7 +426,9 @@ def _column_values(values: np.ndarray, spec: Input) -> np.ndarray:
         if values.dtype.kind == "O":
             return _python_column(list(values), spec)
         return values.astype(np.float64)
-    if values.dtype.kind != "O":  # numbers sent for a text input (zip codes): their text
+    if values.dtype.kind != "O" and spec.role == "text":
+        raise RequestError(f"input {spec.name!r} takes text (BYTES strings); got numbers")
+    if values.dtype.kind != "O":  # numbers sent for a category input (zip codes): their text
         return np.asarray([None if isinstance(v, float) and math.isnan(v) else _text(v) for v in values.tolist()],
                           dtype=object)  # fmt: skip
     return values
@@ -680,8 +682,8 @@ def _python_column(values: list, spec: Input) -> np.ndarray:
     for i, v in enumerate(values):
         if v is None or isinstance(v, str):
             out[i] = v
-        elif spec.kind == "string" and isinstance(v, int | float) and not isinstance(v, bool):
-            out[i] = _text(v)
+        elif spec.kind == "string" and spec.role != "text" and isinstance(v, int | float) and not isinstance(v, bool):
+            out[i] = _text(v)  # a category sent as a number (a zip code); free text for a text model never is
         else:
             what = "dates as ISO 8601 text" if spec.kind == "datetime" else "text"
             raise RequestError(f"column {spec.name!r} must hold {what}; row {i} holds {_short(v)}")

@@ -30,6 +30,7 @@ class ModelRuntime:
         self.name = name
         self.version = version
         self.source = source
+        self._truncated_reported = 0
         self.inputs = Signature(predictor.inputs)
         self.features: list[str] = predictor.features
         self.numeric = predictor.numeric
@@ -96,8 +97,14 @@ class ModelRuntime:
                 found[name] = sum(1 for v in values if v is not None and v not in known)
         return found
 
+    def newly_truncated(self) -> int:
+        """Text rows cut to max_length since the last call (the predictor counts them as it runs)."""
+        cut = self.predictor.truncated_rows - self._truncated_reported
+        self._truncated_reported += cut
+        return cut
+
     def sample(self, n: int) -> Rows:
-        """n harmless rows (zeros, an empty text, a date) to warm the model up with."""
+        """n harmless rows (zeros, an empty category, a short text, a date) to warm the model up with."""
         if self.numeric:
             return np.zeros((n, len(self.features)))
         columns: dict[str, np.ndarray] = {}
@@ -106,8 +113,8 @@ class ModelRuntime:
                 columns[spec.name] = np.zeros(n)
             elif spec.kind == "datetime":
                 columns[spec.name] = np.asarray(["2000-01-01"] * n, dtype=object)
-            else:
-                columns[spec.name] = np.asarray([""] * n, dtype=object)
+            else:  # a text model needs words; a category may be empty
+                columns[spec.name] = np.asarray(["warm up" if spec.role == "text" else ""] * n, dtype=object)
         return Table(columns, n)
 
     def warm_up(self, batch_size: int) -> None:

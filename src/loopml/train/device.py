@@ -54,9 +54,17 @@ def choose_precision(device, requested: str):
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[requested]
 
 
-def auto_batch_size(build, n_features: int, n_rows: int, device, loss_fn, target_dtype) -> int:
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux reports KiB
+
+
+def auto_batch_size(build, n_features: int, n_rows: int, device, loss_fn, target_dtype, example=None) -> int:
     """Largest power-of-two batch whose forward+backward fits in GPU memory and that leaves at least
-    MIN_STEPS_PER_EPOCH optimizer steps an epoch (CPU: a default)."""
+    MIN_STEPS_PER_EPOCH optimizer steps an epoch (CPU: a default). Probed on random rows of
+    `n_features` floats, or on copies of `example` (one input row, e.g. a text's longest token ids)."""
     import torch
 
     limit = max(1, min(MAX_AUTO_BATCH_SIZE, n_rows))
@@ -68,7 +76,8 @@ def auto_batch_size(build, n_features: int, n_rows: int, device, loss_fn, target
     size = 32
     while size <= limit:
         try:
-            x = torch.randn(size, n_features, device=device)
+            x = (torch.randn(size, n_features, device=device) if example is None else
+                 torch.as_tensor(example, device=device).unsqueeze(0).expand(size, -1).contiguous())  # fmt: skip
             out = model(x)
             target = torch.zeros(out.shape[0], dtype=target_dtype, device=device)
             if target_dtype == torch.float32:

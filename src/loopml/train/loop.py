@@ -68,7 +68,7 @@ class TensorBatches:
     def __init__(self, X: np.ndarray, y: np.ndarray, batch_size: int, world: World, device, target_dtype):
         import torch
 
-        self.xt = torch.as_tensor(X, dtype=torch.float32, device=device)
+        self.xt = inputs_tensor(X, device)
         self.yt = torch.as_tensor(y, dtype=target_dtype, device=device)
         self.batch_size, self.world, self.device = batch_size, world, device
         # rows per rank per epoch: equal, so no rank waits on a step the others skip
@@ -87,6 +87,14 @@ class TensorBatches:
         for i in range(0, self.shard, self.batch_size):
             idx = perm[i : i + self.batch_size]
             yield self.xt[idx], self.yt[idx]
+
+
+def inputs_tensor(X: np.ndarray, device):
+    """Network inputs on the device: features as float32; integer token ids (text models) as int64."""
+    import torch
+
+    dtype = torch.int64 if np.asarray(X).dtype.kind in "iu" else torch.float32
+    return torch.as_tensor(X, dtype=dtype, device=device)
 
 
 def fit(model, train, X_val: np.ndarray, y_val: np.ndarray, task: str, settings: LoopSettings,
@@ -110,7 +118,7 @@ def fit(model, train, X_val: np.ndarray, y_val: np.ndarray, task: str, settings:
     loss_fn = torch.nn.CrossEntropyLoss() if classification else torch.nn.MSELoss()
     generator = torch.Generator().manual_seed(settings.seed)
     target_dtype = torch.long if classification else torch.float32
-    xv = torch.as_tensor(X_val, dtype=torch.float32, device=device)
+    xv = inputs_tensor(X_val, device)
     yv = torch.as_tensor(y_val, dtype=target_dtype, device=device)
 
     start_epoch, best_loss, best_epoch, bad_epochs = 0, math.inf, -1, 0

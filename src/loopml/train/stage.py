@@ -37,9 +37,10 @@ def train(project: Project, resume: bool = False, show_progress: bool = True) ->
     cfg = project.config
     world = world_from_env()
     if world.distributed and cfg.model.type != "torch":
-        raise ModelError(f"train.distributed runs torch models; {cfg.model.estimator or cfg.model.factory} is a "
-                         "scikit-learn model, which trains in one process: set train.distributed.nproc_per_node: "
-                         "1")  # fmt: skip
+        what = "a text model" if cfg.model.type == "text" else f"{cfg.model.estimator or cfg.model.factory}, a " \
+            "scikit-learn model,"  # fmt: skip
+        raise ModelError(f"train.distributed runs torch models; {what} trains in one process: set "
+                         "train.distributed.nproc_per_node: 1")  # fmt: skip
     resume = resume or world.restart > 0
     data = load_dataset(project, with_test=False)  # a streamed table's test rows are evaluate's
     digest = data_digest(project)
@@ -64,6 +65,11 @@ def train(project: Project, resume: bool = False, show_progress: bool = True) ->
         if cfg.model.type == "torch":
             details, device, uses_sklearn, extra = _train_torch(project, data, fingerprint, checkpoint, resume,
                                                                 registry, show_progress)  # fmt: skip
+        elif cfg.model.type == "text":
+            from loopml.train.text import train_text
+
+            details, device, uses_sklearn, extra = train_text(project, data, fingerprint, checkpoint, resume,
+                                                              registry, show_progress)  # fmt: skip
         else:
             details, device, uses_sklearn, extra = _train_sklearn(project, data, registry)
         env = environment(device)
@@ -91,7 +97,7 @@ def _train_torch(project: Project, data: Dataset, fingerprint: str, checkpoint, 
     from loopml.data.stream import VAL
     from loopml.system.exporter import readings_for_mlflow
     from loopml.train import preprocess
-    from loopml.train.device import auto_batch_size, choose_device, choose_precision, seed_everything
+    from loopml.train.device import auto_batch_size, choose_device, choose_precision, peak_rss_mb, seed_everything
     from loopml.train.distributed import device_for, setup, teardown
     from loopml.train.factory import call_factory, factory_path, load_factory
     from loopml.train.features import NetworkInputs
@@ -163,7 +169,7 @@ def _train_torch(project: Project, data: Dataset, fingerprint: str, checkpoint, 
         batches = StreamBatches(data.stream, network_inputs, int(batch_size), world, cfg.train.num_workers, device)
     result = fit(model, batches, X_val, y_val, cfg.task, settings, on_epoch=on_epoch,
                  show_progress=show_progress)  # fmt: skip
-    per_rank = world.gather({"samples_per_s": result.rank_samples_per_s, "peak_rss_mb": _peak_rss_mb()})
+    per_rank = world.gather({"samples_per_s": result.rank_samples_per_s, "peak_rss_mb": peak_rss_mb()})
     teardown(world)
     if not world.is_main:
         return {}, str(device), False, ()
@@ -256,12 +262,6 @@ def _train_sklearn(project: Project, data: Dataset, registry) -> tuple[dict[str,
     return details, "cpu", True, distribution_of(final)
 
 
-def _peak_rss_mb() -> float:
-    import resource
-
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux reports KiB
-
-
 def _takes_missing(estimator, data: Dataset) -> bool:
     """Does the fitted estimator answer a row with a missing value? (Asked once, at packaging.)"""
     probe = data.X_train.head(1).copy()
@@ -293,8 +293,8 @@ def _write_reference_profile(project: Project, data: Dataset) -> None:
 
     predictor = Predictor(project.model_dir)
 
-    def with_predictions(X):
-        return X.assign(**{PREDICTION_COLUMN: predictor.predict(X)})
+    def with_predictions(X):  # what drift watches: the inputs (a text's figures) and the predictions
+        return predictor.describe(X).assign(**{PREDICTION_COLUMN: predictor.predict(X)})
 
     profile = Profile.fit(with_predictions(data.X_train))
     if data.stream is not None:  # the grid is the sample's; the counts are every training row's, piece by piece
