@@ -118,13 +118,15 @@ def optimize(json_out: bool = JSON) -> None:
     Variants (optimize.variants in loopml.yaml): torch models get onnx (ONNX Runtime fp32),
     onnx_int8 (dynamic), onnx_int8_static (calibrated on training rows), torch_int8, prune
     (Torch-Pruning + fine-tuning, per optimize.prune_ratios) and svd (low-rank Linear layers +
-    fine-tuning); scikit-learn models get onnx (skl2onnx; XGBoost and LightGBM through onnxmltools).
+    fine-tuning); scikit-learn models get onnx (skl2onnx; XGBoost and LightGBM through onnxmltools);
+    text models get onnx, onnx_int8 and onnx_int8_static (the encoder and head as one graph).
     Each is judged on the evaluation's test rows by the same gates, plus agreement with the original
     (optimize.min_agreement, max_proba_delta), and timed at optimize.threads threads. The best on
     optimize.objective among those that pass is logged to the run and is what `loopml register`
     registers; the original stays when none passes. A variant that cannot be built fails alone, with
     its reason in the table. Writes outputs/optimize.json and reports/optimize.html.
     """
+    from loopml import metric
     from loopml.optimize.stage import optimize as run_stage
     from loopml.project import Project
 
@@ -132,11 +134,12 @@ def optimize(json_out: bool = JSON) -> None:
         if not json_out:
             err.print(f"optimize: building and timing {name} ...", highlight=False)
 
-    result = run_stage(Project.find(), progress=progress)
+    project = Project.find()
+    result = run_stage(project, progress=progress)
     if json_out:
         emit_json(result)
         return
-    quality = "accuracy" if "accuracy" in (result.variants[0].metrics if result.variants else {}) else "mae"
+    quality = metric.PRIMARY[project.config.task]  # the column the gates and the choice read
     rows = []
     for v in result.variants:
         m = v.metrics

@@ -15,7 +15,9 @@ import pandas as pd
 from loopml.evaluate.metrics import torch_threads
 from loopml_runtime import Predictor
 
-SINGLE_CALLS = 200  # one-row calls per round
+SINGLE_CALLS = 200  # one-row calls per round ...
+MIN_SINGLE_CALLS = 50  # ... or fewer for a slow model (a transformer), so a round lasts about ROUND_S
+ROUND_S = 1.0
 BATCH_CALLS = 5  # batch calls per round
 ROUNDS = 3
 # What int8 speed depends on: without VNNI (or AMX), int8 matrix products are slower than fp32 ones.
@@ -29,8 +31,11 @@ def timings(predictor: Predictor, X: pd.DataFrame, batch_size: int, threads: int
     singles = [rows[i % len(rows) : i % len(rows) + 1] for i in range(SINGLE_CALLS)]
     batch = rows[:batch_size]
     with torch_threads(threads):
+        started = time.perf_counter()
         for single in singles[:10]:
             call(single)
+        per_call = (time.perf_counter() - started) / 10
+        singles = singles[: max(MIN_SINGLE_CALLS, min(SINGLE_CALLS, int(ROUND_S / max(per_call, 1e-9))))]
         call(batch)
         one = _best(call, singles)
         many = _best(call, [batch] * BATCH_CALLS)

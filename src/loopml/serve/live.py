@@ -97,22 +97,22 @@ class LiveMonitor:
         feedback, self._feedback = self._feedback, []
         window = list(self.window) if self.seen != self._computed_at_seen else []
         self._computed_at_seen = self.seen
-        await loop.run_in_executor(None, self._work, window, log, feedback)
+        await loop.run_in_executor(None, self._work, window, log, feedback, time.time())
 
-    def _work(self, window, log, feedback) -> None:
+    def _work(self, window, log, feedback, taken_at: float) -> None:
         if log:  # the log first: a failing drift computation must not lose traffic or labels
             self._write_log(log)
         if feedback:
             inference_log.write(self.log_dir, "feedback", inference_log.feedback_frame(feedback), self.policy)
         if window and self.profile is not None:
-            self._drift(window)
+            self._drift(window, taken_at)
 
     def _frame(self, rows: Rows) -> pd.DataFrame:
         if isinstance(rows, Table):
             return rows.frame()
         return pd.DataFrame(rows, columns=self.features)
 
-    def _drift(self, window) -> None:
+    def _drift(self, window, taken_at: float) -> None:
         labels = (self.name, self.version)
         frame = self._frame(join([r for r, _ in window]))
         if self.describe is not None:
@@ -130,6 +130,7 @@ class LiveMonitor:
                     self.metrics.feature_drift.labels(*labels, column.column, stat).set(value)
         self.metrics.dataset_drift.labels(*labels).set(1.0 if report.dataset_drift else 0.0)
         self.metrics.drifted_share.labels(*labels).set(report.drift_share)
+        self.metrics.window_time.labels(*labels).set(taken_at)  # the verdict above is on traffic up to then
 
     def _write_log(self, log) -> None:
         inputs = self._frame(join([rows for _, _, rows, _ in log]))

@@ -73,6 +73,9 @@ class ServerMetrics:
                                    ["model", "version"], registry=r, multiprocess_mode="livemostrecent")  # fmt: skip
         self.drifted_share = Gauge("loopml_drifted_feature_share", "Share of columns drifted in the live window.",
                                    ["model", "version"], registry=r, multiprocess_mode="livemostrecent")  # fmt: skip
+        self.window_time = Gauge("loopml_drift_window_time_seconds", "When the window behind the live drift gauges "
+                                 "was taken (unix time): they judge the traffic up to then.", ["model", "version"],
+                                 registry=r, multiprocess_mode="livemostrecent")  # fmt: skip
         self.window_rows = Gauge("loopml_drift_window_rows", "Rows in the live drift window (no verdict below "
                                  "monitor.min_rows).", ["model", "version"], registry=r,
                                  multiprocess_mode="livesum")  # fmt: skip
