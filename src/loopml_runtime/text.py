@@ -50,7 +50,10 @@ class TextClassifier(torch.nn.Module):
         """Sentence embeddings of padded token ids (batch, width)."""
         mask = ids != self.pad_id
         width = int(mask.sum(dim=1).max().item()) if ids.numel() else 1
-        ids, mask = ids[:, : max(width, 1)].long(), mask[:, : max(width, 1)]
+        return self.pooled(ids[:, : max(width, 1)].long(), mask[:, : max(width, 1)])
+
+    def pooled(self, ids, mask):
+        """The encoder's outputs averaged over the real tokens (`mask`), as sentence-transformers pools."""
         hidden = self.encoder(input_ids=ids, attention_mask=mask.long()).last_hidden_state
         weights = mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
@@ -172,8 +175,5 @@ class ExportedText(torch.nn.Module):
         self.network = network
 
     def forward(self, ids):
-        mask = ids != self.network.pad_id
-        hidden = self.network.encoder(input_ids=ids, attention_mask=mask.long()).last_hidden_state
-        weights = mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
+        pooled = self.network.pooled(ids, ids != self.network.pad_id)
         return self.network.head(pooled), pooled
