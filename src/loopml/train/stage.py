@@ -210,8 +210,8 @@ def _train_sklearn(project: Project, data: Dataset, registry) -> tuple[dict[str,
     from loopml_runtime import save_package
 
     cfg = project.config
-    seed_everything(cfg.train.seed)
     estimator = build_estimator(cfg.model, project.root)
+    seed_everything(cfg.train.seed)  # after the estimator's module is loaded: torch is seeded if it uses torch
     final = estimator
     if cfg.model.preprocess == "auto":
         prep = preprocess.build(data.inputs, data.X_train, estimator, cfg.model.standardize)
