@@ -49,8 +49,9 @@ def test_the_champion_loads_and_predicts_with_nothing_but_its_requirements(tmp_p
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    pip = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "-r", str(model_dir / "requirements.txt")],
-                         capture_output=True, text=True)  # fmt: skip
+    # --no-compile: bytecode is written on import instead of for every installed file (twice as fast)
+    pip = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--no-compile", "-r",
+                          str(model_dir / "requirements.txt")], capture_output=True, text=True)  # fmt: skip
     assert pip.returncode == 0, pip.stderr[-2000:]
     rows = pd.read_csv(tmp_path / "churn.csv").drop(columns="churned").head(30)
     rows.loc[2, "plan"] = "platinum"  # unseen: answered

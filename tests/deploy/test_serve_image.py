@@ -49,13 +49,19 @@ def test_the_image_context_is_complete_and_hadolint_clean(digits_run, tmp_path):
     assert pin in (context / "requirements.txt").read_text()
     assert (context / "model" / "loopml-model.json").is_file()
 
-    # the context's Python environment, built as the Dockerfile builds it (PyPI's index here gives
-    # the CPU torch build the Dockerfile asks download.pytorch.org for), serves model/ on its own
+    # the context's Python environment, built as the Dockerfile builds it, serves model/ on its own.
+    # The Dockerfile takes torch from download.pytorch.org's CPU index; PyPI's Linux wheel is the CUDA
+    # build (4.5 GB more), so a constraint pins the build this venv runs (the CPU one `make setup`
+    # installs). --no-compile: bytecode is written on import instead of for every installed file.
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     wheels = [str(w) for w in (context / "wheels").glob("*.whl")]
-    pip = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "-r", str(context / "requirements.txt"),
-                          *wheels], capture_output=True, text=True)  # fmt: skip
+    import torch
+
+    (tmp_path / "constraints.txt").write_text(f"torch=={torch.__version__.partition('+')[0]}\n")
+    pip = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--no-compile", "-c",
+                          str(tmp_path / "constraints.txt"), "-r", str(context / "requirements.txt"), *wheels],
+                         capture_output=True, text=True)  # fmt: skip
     assert pip.returncode == 0, pip.stderr[-2000:]
     elsewhere = tmp_path / "run"  # not the project: no loopml.yaml, no registry
     elsewhere.mkdir()
