@@ -19,6 +19,23 @@ from pathlib import Path
 import pytest
 import yaml
 
+# Each xdist worker gets its share of the cores. PyTorch and OpenMP default to every core in every
+# process: two workers' training subprocesses then spin-wait against each other (two fast digits runs
+# side by side on 2 cores took 35.6 s each, 28.2 s with one thread each). Set in the workers (xdist
+# names their count before conftest is imported), before anything imports torch; every process a test
+# starts inherits it (tool_env copies the environment).
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    _share = len(os.sched_getaffinity(0)) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, _share)))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """End-to-end modules (marked `slow`) first, each module's tests kept together and in order: xdist
+    deals modules out in this order, so the long ones start early instead of one running alone at
+    the end while the other worker idles."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: the order within stays
+
+
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[1]
 # Latency gates are wall-clock assertions in disguise; tests relax them (this machine is noisy).
@@ -95,11 +112,35 @@ def prepare(project: Path) -> None:
     subprocess.run([sys.executable, "prepare.py"], cwd=project, check=True, capture_output=True)
 
 
+_SHARED: list[Path] = []  # the session's folder that every xdist worker sees (set by `shared_folder`)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_folder(tmp_path_factory, worker_id) -> Path:
+    """A folder of this test session shared by every xdist worker, for what is built once a session."""
+    base = tmp_path_factory.getbasetemp()
+    _SHARED[:] = [base if worker_id == "master" else base.parent]
+    return _SHARED[0]
+
+
 def new_project(tmp_path: Path, template: str) -> Path:
-    """A fresh project from `template` with its raw data prepared (no stage run yet)."""
-    project = tmp_path / template
-    loopml("init", str(project), "--template", template, cwd=tmp_path)
-    prepare(project)
+    """A fresh project from `template` with its raw data prepared (no stage run yet): a copy of the
+    session's one `loopml init` + prepare.py of the template (3-6 s each; the suite needs about 40)."""
+    return copy_project(_initialized(template), tmp_path / template)
+
+
+def _initialized(template: str) -> Path:
+    from filelock import FileLock
+
+    shared = _SHARED[0]
+    project, done = shared / "fresh" / template, shared / "fresh" / f"{template}.done"
+    with FileLock(str(shared / f"fresh-{template}.lock")):
+        if not done.is_file():
+            shutil.rmtree(project, ignore_errors=True)
+            project.parent.mkdir(exist_ok=True)
+            loopml("init", str(project), "--template", template, cwd=project.parent)
+            prepare(project)
+            done.touch()
     return project
 
 
@@ -133,12 +174,12 @@ def tabular(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def trained_once(tmp_path_factory, worker_id) -> Path:
+def trained_once(shared_folder: Path) -> Path:
     """One digits project after one fast `loopml run`, for the whole session (all xdist workers):
     never use it directly, copy it (`trained`, `digits_run`)."""
     from filelock import FileLock
 
-    shared = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+    shared = shared_folder
     project = shared / "trained" / "digits"
     with FileLock(str(shared / "trained-digits.lock")):
         if not (project / "outputs" / "register.json").is_file():
