@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -117,31 +118,38 @@ _SHARED: list[Path] = []  # the session's folder that every xdist worker sees (s
 
 @pytest.fixture(scope="session", autouse=True)
 def shared_folder(tmp_path_factory, worker_id) -> Path:
-    """A folder of this test session shared by every xdist worker, for what is built once a session."""
+    """A folder of this test session shared by every xdist worker, for what is built once a session
+    (`built_once`); autouse, so it is set before any fixture builds there."""
     base = tmp_path_factory.getbasetemp()
     _SHARED[:] = [base if worker_id == "master" else base.parent]
     return _SHARED[0]
 
 
-def new_project(tmp_path: Path, template: str) -> Path:
-    """A fresh project from `template` with its raw data prepared (no stage run yet): a copy of the
-    session's one `loopml init` + prepare.py of the template (3-6 s each; the suite needs about 40)."""
-    return copy_project(_initialized(template), tmp_path / template)
-
-
-def _initialized(template: str) -> Path:
+def built_once(kind: str, name: str, build: Callable[[Path], None]) -> Path:
+    """The folder `kind/name` made by `build(folder)` once per test session, across all xdist workers
+    (under a file lock): copy it, never change it."""
     from filelock import FileLock
 
     shared = _SHARED[0]
-    project, done = shared / "fresh" / template, shared / "fresh" / f"{template}.done"
-    with FileLock(str(shared / f"fresh-{template}.lock")):
+    folder, done = shared / kind / name, shared / kind / f"{name}.done"
+    with FileLock(str(shared / f"{kind}-{name}.lock")):
         if not done.is_file():
-            shutil.rmtree(project, ignore_errors=True)
-            project.parent.mkdir(exist_ok=True)
-            loopml("init", str(project), "--template", template, cwd=project.parent)
-            prepare(project)
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.parent.mkdir(exist_ok=True)
+            build(folder)
             done.touch()
-    return project
+    return folder
+
+
+def new_project(tmp_path: Path, template: str) -> Path:
+    """A fresh project from `template` with its raw data prepared (no stage run yet): a copy of the
+    session's one `loopml init` + prepare.py of the template (3-6 s each; the suite needs about 40)."""
+
+    def init(project: Path) -> None:
+        loopml("init", str(project), "--template", template, cwd=project.parent)
+        prepare(project)
+
+    return copy_project(built_once("fresh", template, init), tmp_path / template)
 
 
 def make_fast(project: Path) -> None:
@@ -174,22 +182,16 @@ def tabular(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def trained_once(shared_folder: Path) -> Path:
+def trained_once() -> Path:
     """One digits project after one fast `loopml run`, for the whole session (all xdist workers):
     never use it directly, copy it (`trained`, `digits_run`)."""
-    from filelock import FileLock
 
-    shared = shared_folder
-    project = shared / "trained" / "digits"
-    with FileLock(str(shared / "trained-digits.lock")):
-        if not (project / "outputs" / "register.json").is_file():
-            if project.exists():
-                shutil.rmtree(project)
-            project.parent.mkdir(exist_ok=True)
-            loopml("init", str(project), cwd=shared)
-            make_fast(project)
-            loopml("run", cwd=project)
-    return project
+    def train(project: Path) -> None:
+        new_project(project.parent, "digits")
+        make_fast(project)
+        loopml("run", cwd=project)
+
+    return built_once("trained", "digits", train)
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ the project outside `--out`; bad choices are refused with the choices named."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import shutil
 import subprocess
@@ -56,9 +57,8 @@ def test_the_image_context_is_complete_and_hadolint_clean(digits_run, tmp_path):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     wheels = [str(w) for w in (context / "wheels").glob("*.whl")]
-    import torch
-
-    (tmp_path / "constraints.txt").write_text(f"torch=={torch.__version__.partition('+')[0]}\n")
+    torch = importlib.metadata.version("torch").partition("+")[0]
+    (tmp_path / "constraints.txt").write_text(f"torch=={torch}\n")
     pip = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--no-compile", "-c",
                           str(tmp_path / "constraints.txt"), "-r", str(context / "requirements.txt"), *wheels],
                          capture_output=True, text=True)  # fmt: skip
